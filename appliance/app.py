@@ -1,0 +1,302 @@
+"""Composition root: builds the parts, starts them, routes events to sessions, stops gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from appliance import events as ev
+from appliance import metrics
+from appliance.errors import FlowError
+from appliance.session import CallSession, SessionDeps
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class StoreWriter:
+    """The one writer: every durable write runs on one thread, in order, off the event loop."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+
+    async def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: func(*args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.store.close()
+
+
+class FlowSet:
+    """The last good flows. A broken file is rejected with a clear log line; the old flows keep serving."""
+
+    def __init__(self, directory: Path, main: str, prompt_ids: dict[str, set[str]]) -> None:
+        self.directory = directory
+        self.main = main
+        self.prompt_ids = prompt_ids
+        self.flows: dict[str, Any] = {}
+        self._stamp: tuple[tuple[str, float], ...] = ()
+
+    def _mtimes(self) -> tuple[tuple[str, float], ...]:
+        files = sorted(self.directory.glob("*.yaml"))
+        return tuple((f.name, f.stat().st_mtime) for f in files)
+
+    def load(self) -> None:
+        """Load or raise FlowError (used at start-up: no good flows, no service)."""
+        from appliance.flow import load_flows
+
+        stamp = self._mtimes()
+        flows = load_flows(self.directory, self.prompt_ids)
+        if self.main not in flows:
+            raise FlowError(f"{self.directory}: main flow '{self.main}' not found; "
+                            f"available: {', '.join(sorted(flows)) or 'none'} (settings flows.main)")
+        self.flows, self._stamp = flows, stamp
+
+    def reload_if_changed(self, force: bool = False) -> bool:
+        if not force and self._mtimes() == self._stamp:
+            return False
+        try:
+            self.load()
+        except FlowError as exc:
+            self._stamp = self._mtimes()  # do not repeat the same complaint every poll
+            metrics.FLOW_RELOADS.labels("rejected").inc()
+            _LOGGER.error("flows not reloaded, the last good flows keep serving: %s", exc)
+            return False
+        metrics.FLOW_RELOADS.labels("ok").inc()
+        _LOGGER.info("flows reloaded: %s", ", ".join(sorted(self.flows)))
+        return True
+
+    def current(self) -> tuple[dict[str, Any], str]:
+        return self.flows, self.main
+
+
+def flow_clock(tz: ZoneInfo) -> Callable[[], datetime]:
+    """The clinic-local clock the flows see. REGISTRATURA_FLOW_TIME (ISO time) pins it for demos and tests,
+    so that opening hours do not depend on when they run; it then advances with real time."""
+    pinned = os.environ.get("REGISTRATURA_FLOW_TIME", "").strip()
+    if not pinned:
+        return lambda: datetime.now(tz)
+    base = datetime.fromisoformat(pinned)
+    if base.tzinfo is None:
+        base = base.replace(tzinfo=tz)
+    t0 = time.monotonic()
+    return lambda: base + timedelta(seconds=time.monotonic() - t0)
+
+
+class App:
+    """The service: ``await App(settings).run()`` until SIGTERM/SIGINT."""
+
+    def __init__(self, settings: Any, telephony: Any = None) -> None:
+        self.settings = settings
+        self.telephony = telephony
+        self.sessions: dict[str, CallSession] = {}
+        self.stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.writer: StoreWriter | None = None
+        self.flowset: FlowSet | None = None
+        self.prompts: Any = None
+        self._notifier: Any = None
+
+    # ------------------------------------------------------------------------------------ start-up
+
+    def _prepare_data_dir(self) -> Path:
+        os.umask(0o077)  # recordings and the database are for the clinic's eyes only
+        data = Path(self.settings.data_dir)
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return data
+
+    def _open_store(self, data: Path) -> StoreWriter:
+        from appliance.store import Store
+        from appliance.wavfile import repair_wav
+
+        store = Store(data / "registratura.db")
+        store.migrate()
+        open_calls = store.open_calls()
+        closed = store.close_interrupted(time.time())
+        for call in open_calls:
+            rec = call.get("recording")
+            if rec and Path(rec).exists():
+                try:
+                    if repair_wav(rec):
+                        _LOGGER.info("repaired the recording of interrupted call %s", call["id"])
+                except ValueError as exc:
+                    _LOGGER.warning("recording of interrupted call %s is unreadable: %s", call["id"], exc)
+        if closed:
+            metrics.INTERRUPTED_CALLS.inc(len(closed))
+            _LOGGER.warning("%d call(s) were open when the box stopped; closed as interrupted", len(closed))
+        return StoreWriter(store)
+
+    def _load_prompts_and_flows(self, data: Path) -> None:
+        from appliance.flow import load_prompt_catalog
+        from appliance.speech.prompts import PromptLibrary
+
+        s = self.settings
+        catalog = load_prompt_catalog(s.voices.dir)
+        self.prompts = PromptLibrary(
+            catalog, s.voices.dir, data / "prompt-cache", variables={"clinic_name": s.clinic.name}
+        )
+        ids = {lang: set(items) for lang, items in catalog.items()}
+        self.flowset = FlowSet(s.flows.dir, s.flows.main, ids)
+        self.flowset.load()
+
+    def _build_telephony(self) -> Any:
+        from appliance.telephony.pjsua import PjsuaTelephony, StackConfig
+
+        sip = self.settings.sip
+        return PjsuaTelephony(
+            StackConfig(
+                host=sip.host,
+                port=sip.port,
+                public_address=sip.public_address,
+                rtp_port_min=sip.rtp_port_min,
+                rtp_port_max=sip.rtp_port_max,
+                codecs=tuple(sip.codecs),
+                max_calls=sip.max_calls,
+                allow=sip.allows,
+                registration=sip.registration,
+                log_level=1 if self.settings.log.level != "DEBUG" else 4,
+            )
+        )
+
+    def _start_metrics(self) -> None:
+        from prometheus_client import start_http_server
+
+        m = self.settings.metrics
+        start_http_server(m.port, addr=m.host, registry=metrics.REGISTRY)
+        metrics.UP_SINCE.set(time.time())
+
+    async def run(self) -> int:
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        data = self._prepare_data_dir()
+        self.writer = self._open_store(data)
+        self._load_prompts_and_flows(data)
+        rendered, cached = await loop.run_in_executor(None, self.prompts.render_all)
+        _LOGGER.info("prompts ready: %d rendered, %d cached", rendered, cached)
+        self._start_metrics()
+        if self.telephony is None:
+            self.telephony = self._build_telephony()
+        await self.telephony.start(self.on_event)
+        info = self.telephony.info
+        metrics.SIP_CALL_CAPACITY.set(info.capacity)
+        metrics.STACK_INFO.info({"library": info.library, "build": info.build, "capacity": str(info.capacity)})
+        if info.build == "pypi":
+            _LOGGER.warning(
+                "SIP stack: %s from PyPI, capped at %d concurrent calls (asked for %d); install the wheel "
+                "built by tools/build_pjsua2.sh for a clinic line", info.library, info.capacity, info.requested)
+        else:
+            _LOGGER.info("SIP stack: %s, %d concurrent calls", info.library, info.capacity)
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, self._hup)):
+            try:
+                loop.add_signal_handler(sig, handler)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
+        sip = self.settings.sip
+        _LOGGER.info("ready: listening for SIP on %s:%d, metrics on %s:%d (%.2f s after start)",
+                     sip.host, sip.port, self.settings.metrics.host, self.settings.metrics.port,
+                     time.monotonic() - started)
+        self._notify("READY=1")
+        self.ready.set()
+        background = [loop.create_task(self._watchdog()), loop.create_task(self._watch_flows())]
+        await self.stopping.wait()
+        await self._shutdown()
+        for task in background:
+            task.cancel()
+        return 0
+
+    # ------------------------------------------------------------------------------------ running
+
+    def stop(self) -> None:
+        if not self.stopping.is_set():
+            _LOGGER.info("stopping: no new calls; draining %d call(s)", len(self.sessions))
+            self._notify("STOPPING=1")
+            self.stopping.set()
+
+    def _hup(self) -> None:
+        if self.flowset is not None:
+            self.flowset.reload_if_changed(force=True)
+
+    async def _watch_flows(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            if self.flowset is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.flowset.reload_if_changed)
+
+    def _notify(self, state: str) -> None:
+        if not os.environ.get("NOTIFY_SOCKET"):
+            return
+        if self._notifier is None:
+            import sdnotify
+
+            self._notifier = sdnotify.SystemdNotifier()
+        self._notifier.notify(state)
+
+    async def _watchdog(self) -> None:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        if not usec:
+            return
+        # Pinged from the loop itself: a stuck loop stops the pings and systemd restarts us.
+        while True:
+            self._notify("WATCHDOG=1")
+            await asyncio.sleep(usec / 2_000_000)
+
+    def on_event(self, event: ev.Event) -> None:
+        """Called on the loop for every telephony event (via call_soon_threadsafe)."""
+        if isinstance(event, ev.InviteRejected):
+            metrics.REJECTED_INVITES.labels(event.reason).inc()
+            _LOGGER.info("INVITE refused (%s, %d) from %s", event.reason, event.status_code,
+                         event.source.rsplit(":", 1)[0])
+            return
+        if isinstance(event, ev.CallOffered):
+            session = CallSession(event, self._deps())
+            self.sessions[event.call_id] = session
+            task = session.start()
+            task.add_done_callback(lambda _t, cid=event.call_id: self.sessions.pop(cid, None))
+            return
+        session = self.sessions.get(getattr(event, "call_id", ""))
+        if session is not None:
+            session.post(event)
+
+    def _deps(self) -> SessionDeps:
+        from appliance.flow import engine
+
+        s = self.settings
+        tz = ZoneInfo(s.clinic.timezone)
+        record = s.recording.mode != "none"
+        assert self.writer is not None and self.flowset is not None
+        return SessionDeps(
+            telephony=self.telephony,
+            store=self.writer,
+            prompts=self.prompts,
+            flows=self.flowset.current,
+            engine=engine,
+            now=flow_clock(tz),
+            recordings_dir=(Path(s.data_dir) / "recordings") if record else None,
+            region=s.clinic.region,
+        )
+
+    async def _shutdown(self, drain_seconds: float = 20.0) -> None:
+        if self.telephony is not None and hasattr(self.telephony, "stop_accepting"):
+            self.telephony.stop_accepting()
+        deadline = time.monotonic() + drain_seconds
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if self.telephony is not None:
+            await self.telephony.stop()  # hangs up what is left
+        pending = [s.task for s in self.sessions.values() if s.task]
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        if self.writer is not None:
+            self.writer.close()
+        _LOGGER.info("stopped")

@@ -1,0 +1,224 @@
+"""The `registratura` command: thin subcommands over the settings, the store and the app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.config
+import os
+import sys
+from pathlib import Path
+
+from appliance import __version__
+from appliance.errors import RegistraturaError
+
+DEFAULT_CONFIG = "/etc/registratura/registratura.yaml"
+_LOGGER = logging.getLogger("appliance")
+
+
+class _CallIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from appliance.session import CALL_ID
+
+        record.call_id = CALL_ID.get()
+        return True
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """One dictConfig. Under systemd journald adds the time; on a terminal we add it ourselves."""
+    under_journal = bool(os.environ.get("JOURNAL_STREAM"))
+    fmt = "%(levelname)s %(name)s [%(call_id)s] %(message)s"
+    if not under_journal:
+        fmt = "%(asctime)s " + fmt
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "filters": {"call_id": {"()": _CallIdFilter}},
+            "formatters": {"plain": {"format": fmt}},
+            "handlers": {
+                "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["call_id"]}
+            },
+            "root": {"level": level, "handlers": ["stderr"]},
+        }
+    )
+
+
+def _settings(args: argparse.Namespace):  # noqa: ANN202 - Settings, imported lazily
+    from appliance.settings import load_settings
+
+    path = args.config or os.environ.get("REGISTRATURA_CONFIG") or DEFAULT_CONFIG
+    return load_settings(path)
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from appliance.app import App
+
+    settings = _settings(args)
+    setup_logging(settings.log.level)
+    _LOGGER.info("registratura %s starting with %s", __version__, args.config or DEFAULT_CONFIG)
+    return asyncio.run(App(settings).run())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from appliance.flow import load_prompt_catalog, validate_dir
+
+    problems: list[str] = []
+    try:
+        settings = _settings(args)
+    except RegistraturaError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    catalog = load_prompt_catalog(settings.voices.dir)
+    problems += validate_dir(settings.flows.dir, {k: set(v) for k, v in catalog.items()})
+    flow_file = settings.flows.dir / f"{settings.flows.main}.yaml"
+    if not flow_file.is_file():
+        problems.append(f"{flow_file}: main flow '{settings.flows.main}' not found (settings flows.main)")
+    from appliance.telephony.pjsua import probe_capacity
+
+    cap = probe_capacity(settings.sip.max_calls)
+    print(f"settings: {args.config or DEFAULT_CONFIG}: ok")
+    print(f"SIP stack: {cap}")
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"flows: {settings.flows.dir}: ok")
+    return 0
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    from appliance.store import Store
+
+    db = Path(args.db) if args.db else Path(_settings(args).data_dir) / "registratura.db"
+    if not db.exists():
+        print(f"{db}: no database yet (the box has not run with this data_dir)", file=sys.stderr)
+        return 1
+    store = Store(db)
+    try:
+        calls = store.recent_calls(limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(calls, ensure_ascii=False, indent=2))
+        return 0
+    from appliance.numbers import mask
+
+    for c in calls:
+        dur = f"{c['duration']:.1f}s" if c.get("duration") is not None else "-"
+        caller = c["caller"] if args.full_numbers else mask(c["caller"])
+        print(f"{c['id']:>6}  {c['started_at']}  {caller:<16} {c['outcome'] or 'in progress':<14} "
+              f"{dur:>8}  digits={c['digits'] or '-'}")
+    return 0
+
+
+def cmd_flows(args: argparse.Namespace) -> int:
+    from appliance.flow import graph, load_flow, load_prompt_catalog, validate_dir
+
+    voices = Path(args.voices)
+    catalog = load_prompt_catalog(voices)
+    ids = {k: set(v) for k, v in catalog.items()}
+    if args.flows_cmd == "validate":
+        problems = validate_dir(Path(args.dir), ids)
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            print(f"{len(problems)} problem(s)", file=sys.stderr)
+            return 1
+        print(f"{args.dir}: all flows ok")
+        return 0
+    path = Path(args.flow)
+    if not path.suffix:
+        path = Path(args.dir) / f"{args.flow}.yaml"
+    print(graph(load_flow(path, ids), fmt=args.format))
+    return 0
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from appliance.flow import load_prompt_catalog
+    from appliance.speech.prompts import PromptLibrary
+
+    settings = _settings(args) if (args.config or os.environ.get("REGISTRATURA_CONFIG")) else None
+    voices = Path(args.voices) if args.voices else (settings.voices.dir if settings else Path("voices"))
+    cache = Path(args.cache) if args.cache else (
+        Path(settings.data_dir) / "prompt-cache" if settings else Path("var/prompt-cache"))
+    name = settings.clinic.name if settings else args.clinic_name
+    lib = PromptLibrary(load_prompt_catalog(voices), voices, cache, variables={"clinic_name": name})
+
+    def progress(n: int, total: int, what: str) -> None:
+        width = 30
+        done = int(width * n / total) if total else width
+        print(f"\r[{'#' * done}{'.' * (width - done)}] {n}/{total} {what:<40}", end="", file=sys.stderr)
+
+    rendered, cached = lib.render_all(progress)
+    print(file=sys.stderr)
+    print(f"prompts: {rendered} rendered, {cached} unchanged (cache {cache})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from appliance.demo import run_demo
+
+    return run_demo(digits=args.digits, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="registratura", description="Offline voice IVR appliance for clinics")
+    p.add_argument("--config", help=f"settings file (default {DEFAULT_CONFIG} or $REGISTRATURA_CONFIG)")
+    p.add_argument("--version", action="version", version=f"registratura {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    sub.add_parser("run", help="run the service").set_defaults(func=cmd_run)
+    sub.add_parser("check", help="validate settings and flows; exit 1 with the errors").set_defaults(
+        func=cmd_check)
+
+    calls = sub.add_parser("calls", help="recent call records")
+    calls.add_argument("--json", action="store_true")
+    calls.add_argument("--limit", type=int, default=20)
+    calls.add_argument("--db", help="database file (default: <data_dir>/registratura.db)")
+    calls.add_argument("--full-numbers", action="store_true", help="show numbers unmasked")
+    calls.set_defaults(func=cmd_calls)
+
+    flows = sub.add_parser("flows", help="validate flows or draw a flow's menu tree")
+    fsub = flows.add_subparsers(dest="flows_cmd", required=True)
+    val = fsub.add_parser("validate")
+    val.add_argument("dir", nargs="?", default="ivr_flows")
+    val.add_argument("--voices", default="voices")
+    gr = fsub.add_parser("graph")
+    gr.add_argument("flow", help="flow name or file")
+    gr.add_argument("--dir", default="ivr_flows")
+    gr.add_argument("--voices", default="voices")
+    gr.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    flows.set_defaults(func=cmd_flows)
+
+    prompts = sub.add_parser("prompts", help="render prompt audio")
+    psub = prompts.add_subparsers(dest="prompts_cmd", required=True)
+    render = psub.add_parser("render")
+    render.add_argument("--voices")
+    render.add_argument("--cache")
+    render.add_argument("--clinic-name", default="Поликлиника №1")
+    prompts.set_defaults(func=cmd_prompts)
+
+    demo = sub.add_parser("demo", help="start a box on 127.0.0.1 and call it from a built-in softphone")
+    demo.add_argument("--digits", default="51", help="digits the demo caller presses")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RegistraturaError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

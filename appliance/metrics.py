@@ -1,0 +1,48 @@
+"""Every Prometheus metric of the box, declared once, on a registry of our own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CALLS = Counter(
+    "registratura_calls",
+    "Calls finished, by outcome (completed, caller_hangup, silent, transferred, failed, interrupted, ...)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+CALLS_STARTED = Counter(
+    "registratura_calls_started", "Calls from allowed sources that reached the box", registry=REGISTRY
+)
+ACTIVE_CALLS = Gauge("registratura_active_calls", "Calls in progress", registry=REGISTRY)
+REJECTED_INVITES = Counter(
+    "registratura_rejected_invites",
+    "INVITEs refused before any flow saw them, by reason (not_allowed, capacity, shutting_down)",
+    ["reason"],
+    registry=REGISTRY,
+)
+CALL_DURATION = Histogram(
+    "registratura_call_duration_seconds",
+    "Duration of answered calls from answer to hang-up",
+    buckets=(5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200),
+    registry=REGISTRY,
+)
+DTMF_DIGITS = Counter(
+    "registratura_dtmf_digits", "DTMF digits received, by method", ["method"], registry=REGISTRY
+)
+SIP_CALL_CAPACITY = Gauge(
+    "registratura_sip_call_capacity",
+    "Concurrent calls the installed pjsua2 build really allows (4 on the PyPI wheel)",
+    registry=REGISTRY,
+)
+STACK_INFO = Info("registratura_sip_stack", "The SIP stack the box runs on", registry=REGISTRY)
+INTERRUPTED_CALLS = Counter(
+    "registratura_interrupted_calls_recovered",
+    "Calls found open at start-up (the box had stopped mid-call) and closed as interrupted",
+    registry=REGISTRY,
+)
+FLOW_RELOADS = Counter(
+    "registratura_flow_reloads", "Flow reloads by result (ok, rejected)", ["result"], registry=REGISTRY
+)
+UP_SINCE = Gauge("registratura_start_time_seconds", "Unix time the service started", registry=REGISTRY)

@@ -1,0 +1,275 @@
+"""One call: feeds telephony events to the pure flow engine and carries out the actions it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from appliance import events as ev
+from appliance import metrics
+from appliance.errors import RegistraturaError
+from appliance.numbers import is_withheld, mask, normalize
+
+_LOGGER = logging.getLogger(__name__)
+
+CALL_ID: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="-")
+
+
+@dataclass
+class SessionDeps:
+    """What a session needs from the box; built once by the app (and by tests)."""
+
+    telephony: Any  # telephony.base.Telephony
+    store: Any  # app.StoreWriter: async run(func, *args)
+    prompts: Any  # speech.prompts.PromptLibrary
+    flows: Callable[[], tuple[dict[str, Any], str]]  # current good flows and the main flow's name
+    engine: Any  # module with start()/step()
+    now: Callable[[], datetime]  # clinic-local aware time
+    recordings_dir: Path | None  # None = do not record
+    region: str = "RU"
+    max_call_seconds: float = 3600.0
+
+
+class CallSession:
+    """Runs one call from CallOffered to CallEnded. Events are processed strictly in order."""
+
+    def __init__(self, offered: ev.CallOffered, deps: SessionDeps) -> None:
+        self.call_id = offered.call_id
+        self.offered = offered
+        self.deps = deps
+        self.caller = normalize(offered.caller, deps.region)
+        self.record_id: int | None = None
+        self.flows, self.flow_name = deps.flows()  # a call finishes on the flow it started with
+        self.flow = self.flows[self.flow_name]
+        self.language = getattr(self.flow, "language", "ru")
+        self.state: Any = None
+        self.outcome: str | None = None
+        self.hangup_after: int | None = None  # playback id of the goodbye before hanging up
+        self.answered_at: float | None = None
+        self.started = time.monotonic()
+        self.ended = False
+        self._events: asyncio.Queue[ev.Event] = asyncio.Queue()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._playback_ids = 100000  # ids for plays the session makes itself (goodbyes on errors)
+        self.task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    def post(self, event: ev.Event) -> None:
+        self._events.put_nowait(event)
+
+    def start(self) -> asyncio.Task[None]:
+        ctx = contextvars.copy_context()
+        ctx.run(CALL_ID.set, self.call_id)
+        self.task = asyncio.get_running_loop().create_task(self._run(), context=ctx)
+        return self.task
+
+    async def _db(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await self.deps.store.run(func, *args, **kwargs)
+
+    async def _note(self, kind: str, detail: str = "") -> None:
+        if self.record_id is not None:
+            await self._db(self.deps.store.store.add_event, self.record_id, time.time(), kind, detail)
+
+    async def _run(self) -> None:
+        try:
+            await self._offered()
+            while not self.ended:
+                event = await self._events.get()
+                try:
+                    await self._handle(event)
+                except RegistraturaError as exc:
+                    _LOGGER.warning("call %s: %s", self.call_id, exc)
+                    await self._note("error", str(exc))
+        except Exception:
+            _LOGGER.exception("call %s: session failed; hanging up", self.call_id)
+            self.outcome = self.outcome or "failed"
+            await self._safe_hangup()
+            await self._drain_until_ended()
+        finally:
+            for handle in self._timers.values():
+                handle.cancel()
+            self._timers.clear()
+
+    async def _drain_until_ended(self) -> None:
+        while not self.ended:
+            event = await asyncio.wait_for(self._events.get(), timeout=10)
+            if isinstance(event, ev.CallEnded):
+                await self._ended(event)
+
+    async def _safe_hangup(self) -> None:
+        try:
+            await self.deps.telephony.hangup(self.call_id)
+        except Exception:  # noqa: BLE001 - the call may be gone already
+            pass
+
+    # ------------------------------------------------------------------------------------ events
+
+    async def _offered(self) -> None:
+        o = self.offered
+        # Durable first: the call record exists before the box answers.
+        self.record_id = await self._db(
+            self.deps.store.store.call_started,
+            sip_call_id=o.sip_call_id,
+            caller=self.caller,
+            caller_raw=o.caller,
+            called=o.called,
+            source=o.source,
+            flow=self.flow_name,
+            started_at=time.time(),
+        )
+        metrics.CALLS_STARTED.inc()
+        metrics.ACTIVE_CALLS.inc()
+        _LOGGER.info("call %s from %s to %s: answering with flow %s", self.call_id, mask(self.caller),
+                     o.called or "-", self.flow_name)
+        await self.deps.telephony.answer(self.call_id)
+        self._timers["__max"] = asyncio.get_running_loop().call_later(
+            self.deps.max_call_seconds, self.post, ev.TimerFired(self.call_id, "__max_duration")
+        )
+
+    async def _handle(self, event: ev.Event) -> None:
+        if isinstance(event, ev.CallAnswered):
+            await self._answered()
+        elif isinstance(event, ev.DtmfReceived):
+            metrics.DTMF_DIGITS.labels(event.method).inc()
+            await self._db(self.deps.store.store.add_digit, self.record_id, event.digit)
+            await self._note("dtmf", f"{event.digit} ({event.method})")
+            await self._step(event)
+        elif isinstance(event, ev.PlaybackDone):
+            if self.hangup_after is not None and event.playback_id == self.hangup_after:
+                await self._note("hangup", "after goodbye")
+                await self._safe_hangup()
+            elif self.state is not None:
+                await self._step(event)
+        elif isinstance(event, ev.TimerFired):
+            self._timers.pop(event.name, None)
+            if event.name == "__max_duration":
+                await self._note("hangup", "maximum call duration reached")
+                self.outcome = self.outcome or "timeout"
+                await self._safe_hangup()
+            else:
+                await self._step(event)
+        elif isinstance(event, ev.CallEnded):
+            await self._ended(event)
+        elif self.state is not None:
+            await self._step(event)
+
+    async def _answered(self) -> None:
+        self.answered_at = time.time()
+        await self._db(self.deps.store.store.call_answered, self.record_id, self.answered_at)
+        if self.deps.recordings_dir is not None:
+            path = self._recording_path()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # Durable first: the path is in the record before the first byte is written.
+                await self._db(self.deps.store.store.set_recording, self.record_id, str(path))
+                await self.deps.telephony.start_recording(self.call_id, path)
+            except (OSError, RegistraturaError) as exc:
+                _LOGGER.warning("call %s: recording not started: %s", self.call_id, exc)
+                await self._note("recording", f"not started: {exc}")
+        ctx = self.deps.engine.CallContext(
+            caller=self.caller, withheld=is_withheld(self.caller), called=self.offered.called, variables={}
+        )
+        self.state, actions = self.deps.engine.start(self.flows, self.flow_name, ctx, self.deps.now())
+        await self._execute(actions)
+
+    def _recording_path(self) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.answered_at or time.time()))
+        day = time.strftime("%Y/%m/%d", time.gmtime(self.answered_at or time.time()))
+        assert self.deps.recordings_dir is not None
+        return self.deps.recordings_dir / day / f"{stamp}-call{self.record_id}.wav"
+
+    async def _step(self, event: ev.Event) -> None:
+        if self.state is None:
+            return
+        self.state, actions = self.deps.engine.step(self.flows, self.state, event, self.deps.now())
+        await self._execute(actions)
+
+    async def _ended(self, event: ev.CallEnded) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self.state is not None:
+            try:
+                self.state, _ = self.deps.engine.step(self.flows, self.state, event, self.deps.now())
+            except Exception:  # noqa: BLE001 - the call is over whatever the engine thinks
+                _LOGGER.exception("call %s: engine failed on hang-up", self.call_id)
+        outcome = self.outcome
+        if outcome is None:
+            engine_outcome = getattr(self.state, "outcome", None)
+            if event.by == "caller":
+                outcome = "caller_hangup" if self.answered_at else "abandoned"
+            elif event.by == "error":
+                outcome = "failed"
+            else:
+                outcome = engine_outcome or "completed"
+        now = time.time()
+        await self._note("end", f"by {event.by} ({event.status_code} {event.reason})".strip())
+        await self._db(self.deps.store.store.call_ended, self.record_id, now, outcome, event.reason)
+        metrics.ACTIVE_CALLS.dec()
+        metrics.CALLS.labels(outcome).inc()
+        if self.answered_at:
+            metrics.CALL_DURATION.observe(max(0.0, now - self.answered_at))
+        _LOGGER.info("call %s ended: %s", self.call_id, outcome)
+
+    # ------------------------------------------------------------------------------------ actions
+
+    async def _execute(self, actions: list[Any]) -> None:
+        for action in actions:
+            if self.ended:
+                return
+            await self._do(action)
+
+    async def _do(self, action: Any) -> None:
+        tel = self.deps.telephony
+        if isinstance(action, ev.Play):
+            files = await self._files(action.prompts)
+            await self._note("play", " ".join(action.prompts))
+            await tel.play(self.call_id, files, action.playback_id)
+        elif isinstance(action, ev.StopPlayback):
+            await tel.stop_playback(self.call_id)
+        elif isinstance(action, ev.StartTimer):
+            old = self._timers.pop(action.name, None)
+            if old:
+                old.cancel()
+            self._timers[action.name] = asyncio.get_running_loop().call_later(
+                action.seconds, self.post, ev.TimerFired(self.call_id, action.name)
+            )
+        elif isinstance(action, ev.CancelTimer):
+            old = self._timers.pop(action.name, None)
+            if old:
+                old.cancel()
+        elif isinstance(action, ev.Note):
+            await self._note(action.kind, action.detail)
+        elif isinstance(action, ev.SetVar):
+            await self._note("set", f"{action.name}={action.value}")
+        elif isinstance(action, ev.Hangup):
+            self.outcome = action.outcome
+            if action.goodbye:
+                self._playback_ids += 1
+                self.hangup_after = self._playback_ids
+                files = await self._files(action.goodbye)
+                await self._note("play", " ".join(action.goodbye))
+                await tel.play(self.call_id, files, self.hangup_after)
+            else:
+                await self._note("hangup", action.outcome)
+                await self._safe_hangup()
+        elif isinstance(action, ev.Transfer | ev.Enqueue | ev.RequestCallback | ev.Listen):
+            # Queue, transfers, callbacks and speech arrive with their own issues; until then the
+            # timeline says plainly what the flow asked for.
+            await self._note("unsupported", repr(action))
+        else:
+            await self._note("unknown-action", repr(action))
+
+    async def _files(self, prompts: tuple[str, ...]) -> list[Path]:
+        lib = self.deps.prompts
+        loop = asyncio.get_running_loop()
+        # Rendering can spawn espeak-ng for dynamic text: keep it off the loop.
+        return [await loop.run_in_executor(None, lib.path, self.language, p) for p in prompts]

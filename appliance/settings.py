@@ -1,0 +1,476 @@
+"""Box settings: one YAML file loaded into a frozen, validated tree; every error names file:line and key."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+import yaml
+
+from appliance.errors import ConfigError, located
+
+EXAMPLE = "image/registratura.example.yaml"
+CODECS = ("PCMA", "PCMU", "G722")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """'0.0.0.0:5060' or '[::1]:5060' -> (host, port); ValueError unless an IP literal and a port 1-65535."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        ipaddress.IPv6Address(host)
+    else:
+        # A bare IPv6 address has colons of its own, so without brackets only IPv4 is unambiguous.
+        host, sep, port = text.rpartition(":")
+        ipaddress.IPv4Address(host)
+    if not sep or not re.fullmatch(r"\d{1,5}", port) or not 1 <= int(port) <= 65535:
+        raise ValueError(text)
+    return host, int(port)
+
+
+class _Endpoint:
+    """Shared by sections with ``listen`` and ``allow_from``."""
+
+    listen: str
+    allow_from: tuple[str, ...]
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.listen)[1]
+
+    @property
+    def allow_networks(self) -> tuple[Network, ...]:
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.allow_from)
+
+    def allows(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            return False
+        # Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d; match them against IPv4 rules too.
+        mapped = getattr(addr, "ipv4_mapped", None)
+        return any(addr in net or (mapped is not None and mapped in net) for net in self.allow_networks)
+
+
+@dataclass(frozen=True)
+class ClinicSettings:
+    name: str = "Клиника"
+    region: str = "RU"
+    language: str = "ru"
+    timezone: str = "Europe/Moscow"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class Registration:
+    registrar: str
+    user: str
+    password: str = field(repr=False)  # never in logs
+    realm: str = "*"
+    expires: int = 300
+
+
+@dataclass(frozen=True)
+class DtmfSettings:
+    interdigit_timeout: float = 3.0
+
+
+@dataclass(frozen=True)
+class SipSettings(_Endpoint):
+    listen: str = "0.0.0.0:5060"
+    public_address: str | None = None
+    allow_from: tuple[str, ...] = ("127.0.0.1/32",)
+    codecs: tuple[str, ...] = CODECS
+    rtp_ports: str = "20000-20999"
+    max_calls: int = 128  # what we ask the stack for; the build may allow fewer
+    registration: Registration | None = None
+    dtmf: DtmfSettings = field(default_factory=DtmfSettings)
+
+    @property
+    def rtp_port_min(self) -> int:
+        return int(self.rtp_ports.split("-")[0])
+
+    @property
+    def rtp_port_max(self) -> int:
+        return int(self.rtp_ports.split("-")[1])
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    dir: Path = Path("ivr_flows")
+    main: str = "clinic_ru"
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    dir: Path = Path("voices")
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class MetricsSettings(_Endpoint):
+    listen: str = "127.0.0.1:9310"
+    allow_from: tuple[str, ...] = ()  # empty = any address
+    basic_auth: BasicAuth | None = None
+
+    def allows(self, ip: str) -> bool:
+        return not self.allow_from or super().allows(ip)
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    mode: str = "all"
+    format: str = "mixed"
+
+
+@dataclass(frozen=True)
+class SilenceSettings:
+    no_input_timeout: float = 6.0
+    retries: int = 2
+    dead_line_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Settings:
+    clinic: ClinicSettings = field(default_factory=ClinicSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
+    data_dir: Path = Path("/var/lib/registratura")
+    flows: FlowSettings = field(default_factory=FlowSettings)
+    voices: VoiceSettings = field(default_factory=VoiceSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
+    silence: SilenceSettings = field(default_factory=SilenceSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    source: str = "<built-in>"  # where it was loaded from; not a YAML key
+
+
+# ---- value parsers: return the clean value or raise _Bad(what is wrong, what is allowed) ----
+
+KeyPath = tuple[str | int, ...]
+
+
+class _Bad(Exception):
+    def __init__(self, what: str, allowed: str, item: int | None = None) -> None:
+        super().__init__(what)
+        self.what, self.allowed, self.item = what, allowed, item
+
+
+_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "text", list: "a list",
+          tuple: "a list", dict: "a mapping", type(None): "empty"}
+
+
+def _kind(v: Any) -> str:
+    return _KINDS.get(type(v), type(v).__name__)
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _Bad(f"{_show(v)} is {_kind(v)}, not text", "put the value in quotes")
+    if not v.strip():
+        raise _Bad("is empty", "give a value or remove the key")
+    return v
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    canon = {o.lower(): o for o in options}
+
+    def parse(v: Any) -> str:
+        s = _text(v).strip()
+        if s.lower() not in canon:
+            raise _Bad(f"'{s}' is not allowed", "use one of: " + ", ".join(options))
+        return canon[s.lower()]
+    return parse
+
+
+def _number(lo: float, hi: float, whole: bool = False) -> Callable[[Any], Any]:
+    kind, allowed = ("an integer", f"a whole number {lo}..{hi}") if whole else ("a number", f"{lo}..{hi} s")
+
+    def parse(v: Any) -> Any:
+        # YAML types matter: "12" in quotes is text, and yes/no are booleans, not numbers.
+        if isinstance(v, bool) or not isinstance(v, int if whole else int | float):
+            raise _Bad(f"{_show(v)} is {_kind(v)}, not {kind}", f"use {allowed} without quotes")
+        if not lo <= v <= hi:  # also rejects .nan
+            raise _Bad(f"{v} is out of range", f"use {allowed}")
+        return v if whole else float(v)
+    return parse
+
+
+def _conv(convert: Callable[[str], Any], what: str, allowed: str) -> Callable[[Any], Any]:
+    """A parser from a converter that raises ValueError (or LookupError) on bad text."""
+    def parse(v: Any) -> Any:
+        s = _text(v).strip()
+        try:
+            return convert(s)
+        except (ValueError, LookupError, OSError):
+            raise _Bad(f"'{s}' {what}", allowed) from None
+    return parse
+
+
+def _must(ok: Any, s: str) -> str:
+    if not ok:
+        raise ValueError(s)
+    return s
+
+
+def _host_port(example: str) -> Callable[[Any], str]:
+    def norm(s: str) -> str:
+        host, port = split_host_port(s)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return _conv(norm, "is not host:port", f'use e.g. "{example}"')
+
+
+_ip = _conv(lambda s: str(ipaddress.ip_address(s)), "is not an IP address", 'use e.g. "192.168.1.10"')
+_timezone = _conv(lambda s: ZoneInfo(s) and s, "is not a known time zone", 'use e.g. "Europe/Moscow"')
+# phonenumbers parses callers' numbers with this region, so it must be one it knows.
+_region = _conv(lambda s: _must(s.upper() in phonenumbers.SUPPORTED_REGIONS, s.upper()),
+                "is not an ISO country code", 'use two letters, e.g. "RU"')
+_flow_name = _conv(lambda s: _must(re.fullmatch(r"[A-Za-z0-9_-]+", s), s),
+                   "is not a flow name", "use the flow file name without .yaml, e.g. clinic_ru")
+_registrar = _conv(lambda s: _must(re.fullmatch(r"sip:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", s), s),
+                   "is not a SIP URI", 'use "sip:host[:port]", e.g. "sip:192.168.1.1:5060"')
+
+
+def _list(v: Any, example: str) -> list[Any]:
+    if not isinstance(v, list | tuple):
+        raise _Bad(f"{_show(v)} is {_kind(v)}, not a list", f"use a list, e.g. {example}")
+    return list(v)
+
+
+def _networks(v: Any) -> tuple[str, ...]:
+    out = []
+    for i, item in enumerate(_list(v, '["10.0.0.0/8", "10.0.0.5"]')):
+        try:
+            out.append(str(ipaddress.ip_network(_text(item).strip(), strict=False)))
+        except (ValueError, _Bad):
+            what = f"{_show(item)} is not an IP or CIDR"
+            raise _Bad(what, 'use e.g. "10.0.0.0/8" or "10.0.0.5"', i) from None
+    return tuple(out)
+
+
+def _sip_networks(v: Any) -> tuple[str, ...]:
+    nets = _networks(v)
+    if not nets:  # an empty list would silently refuse every call
+        raise _Bad("is empty", 'list at least one IP or CIDR ("0.0.0.0/0" allows any)')
+    return nets
+
+
+def _codecs(v: Any) -> tuple[str, ...]:
+    items = _list(v, "[PCMA, PCMU, G722]")
+    if not items:
+        raise _Bad("is empty", "list at least one of: " + ", ".join(CODECS))
+    out: list[str] = []
+    for i, item in enumerate(items):
+        try:
+            name = _choice(*CODECS)(item)
+        except _Bad as bad:
+            raise _Bad(bad.what, bad.allowed, i) from None
+        if name in out:
+            raise _Bad(f"'{name}' is listed twice", "list each codec once", i)
+        out.append(name)
+    return tuple(out)
+
+
+def _rtp_ports(v: Any) -> str:
+    s = _text(v).strip()
+    allowed = 'use "start-end": even start below end, both 1024..65535, e.g. "20000-20999"'
+    m = re.fullmatch(r"(\d{1,5})\s*-\s*(\d{1,5})", s)
+    if not m:
+        raise _Bad(f"'{s}' is not start-end", allowed)
+    lo, hi = int(m[1]), int(m[2])
+    if not (1024 <= lo <= 65535 and 1024 <= hi <= 65535):
+        raise _Bad(f"'{s}' is outside 1024..65535", allowed)
+    if lo >= hi:
+        raise _Bad(f"'{s}' does not go up", allowed)
+    if lo % 2:  # RTP takes the even port, RTCP the odd one above it
+        raise _Bad(f"'{s}' starts on an odd port", allowed)
+    return f"{lo}-{hi}"
+
+
+# ---- the walk: sections with known keys, defaults for absent or empty values, errors collected ----
+
+def _dotted(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "settings"
+
+
+class _Checker:
+    def __init__(self, source: str, base_dir: Path) -> None:
+        self.source, self.base_dir = source, base_dir
+        self.lines: dict[KeyPath, int] = {}  # filled by plain(); empty for in-memory mappings
+        self.loader = yaml.SafeLoader("")  # only its constructor is used, for scalars
+        self.errors: list[tuple[int, str, str]] = []  # (line or 0, code, one-line message)
+
+    def error(self, path: KeyPath, what: str, allowed: str, code: str = "E104") -> None:
+        near = path
+        while near and near not in self.lines:  # a missing key has no line: point at its parent
+            near = near[:-1]
+        line = self.lines.get(near)
+        message = located(self.source, line, f"{_dotted(path)}: {what}; {allowed}")
+        self.errors.append((line or 0, code, message))
+
+    def dir(self, v: Any) -> Path:
+        # Relative to the settings file, so a box's config directory is self-contained.
+        return Path(os.path.abspath(self.base_dir / Path(_text(v).strip()).expanduser()))
+
+    def make(self, cls: type, raw: Any, path: KeyPath) -> Any:
+        """Build one section; field defaults fill the gaps, fields without a default are required."""
+        schema = _SCHEMA[cls]
+        keys = list(schema)
+        if raw is not None and not isinstance(raw, Mapping):
+            self.error(path, f"{_show(raw)} is {_kind(raw)}, not a mapping", "allowed: " + ", ".join(keys))
+            return None
+        raw = raw or {}
+        for key in raw:
+            if key not in schema:
+                close = difflib.get_close_matches(str(key), keys, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.error(path + (key,), f"unknown key{hint}", "allowed: " + ", ".join(keys), "E103")
+        values = {}
+        for f in fields(cls):
+            if f.name not in schema:
+                continue
+            parse, value, at = schema[f.name], raw.get(f.name), path + (f.name,)
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            if default is MISSING and value is None:
+                self.error(at, "missing required key", f"add {f.name}: under {_dotted(path)}", "E105")
+            elif is_dataclass(parse):  # a sub-section; an optional one stays None when absent
+                values[f.name] = None if value is None and default is None else self.make(parse, value, at)
+                continue
+            elif parse is Path:
+                parse, default = self.dir, self.dir(str(default))
+            values[f.name] = default if value is None else self.parse(parse, value, at, default)
+        return cls(**values)
+
+    def plain(self, node: yaml.Node, path: KeyPath = ()) -> Any:
+        """Turn a composed node into plain values, noting the 1-based line of every key and list item."""
+        if len(path) > 16:  # our schema is 4 deep; this stops recursive aliases
+            self.error(path, "nested too deep", "remove the recursive alias")
+            return None
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for knode, vnode in node.value:
+                key = knode.value if isinstance(knode, yaml.ScalarNode) else "<complex key>"
+                self.lines[path + (key,)] = knode.start_mark.line + 1
+                if key in out:  # PyYAML keeps the last one silently; say so instead
+                    self.error(path + (key,), "duplicate key", "keep only one", "E103")
+                out[key] = self.plain(vnode, path + (key,))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.lines[path + (i,)] = item.start_mark.line + 1
+            return [self.plain(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self.loader.construct_object(node, deep=True)
+
+    def parse(self, parse: Callable[[Any], Any], value: Any, path: KeyPath, default: Any) -> Any:
+        try:
+            return parse(value)
+        except _Bad as bad:
+            self.error(path + (() if bad.item is None else (bad.item,)), bad.what, bad.allowed)
+            return default
+
+
+# Which parser checks each key; a dataclass means a sub-section, Path a directory relative to the file.
+_SCHEMA: dict[type, dict[str, Any]] = {
+    Settings: {"clinic": ClinicSettings, "sip": SipSettings, "data_dir": Path, "flows": FlowSettings,
+               "voices": VoiceSettings, "metrics": MetricsSettings, "recording": RecordingSettings,
+               "silence": SilenceSettings, "log": LogSettings},
+    ClinicSettings: {"name": _text, "region": _region, "language": _choice("ru", "en"),
+                     "timezone": _timezone},
+    SipSettings: {"listen": _host_port("0.0.0.0:5060"), "public_address": _ip, "allow_from": _sip_networks,
+                  "codecs": _codecs, "rtp_ports": _rtp_ports, "max_calls": _number(1, 1024, whole=True),
+                  "registration": Registration, "dtmf": DtmfSettings},
+    Registration: {"registrar": _registrar, "user": _text, "password": _text, "realm": _text,
+                   "expires": _number(60, 86400, whole=True)},
+    DtmfSettings: {"interdigit_timeout": _number(0.5, 60)},
+    FlowSettings: {"dir": Path, "main": _flow_name},
+    VoiceSettings: {"dir": Path},
+    MetricsSettings: {"listen": _host_port("127.0.0.1:9310"), "allow_from": _networks,
+                      "basic_auth": BasicAuth},
+    BasicAuth: {"user": _text, "password": _text},
+    RecordingSettings: {"mode": _choice("all", "none"), "format": _choice("mixed", "stereo")},
+    SilenceSettings: {"no_input_timeout": _number(1, 120), "retries": _number(0, 10, whole=True),
+                      "dead_line_timeout": _number(5, 3600)},
+    LogSettings: {"level": _choice("DEBUG", "INFO", "WARNING", "ERROR")},
+}
+
+
+def _build(data: Any, c: _Checker) -> Settings:
+    settings = c.make(Settings, data, ())
+    if settings is not None and settings.sip is not None:
+        sip = settings.sip
+        # Each call holds an RTP+RTCP port pair, so a narrow range caps calls below max_calls.
+        pairs = (sip.rtp_port_max - sip.rtp_port_min + 1) // 2
+        if pairs < sip.max_calls:
+            c.error(("sip", "rtp_ports"), f"'{sip.rtp_ports}' fits {pairs} calls, not {sip.max_calls}",
+                    f"give at least {2 * sip.max_calls} ports or lower max_calls")
+    if c.errors:
+        c.errors.sort(key=lambda e: e[0])  # file order, so the first line is the first problem in the file
+        raise ConfigError("\n".join(msg for _, _, msg in c.errors), code=c.errors[0][1])
+    return replace(settings, source=c.source)
+
+
+def settings_from_mapping(data: Mapping[str, Any], base_dir: Path, source: str = "<built-in>") -> Settings:
+    """Validate an in-memory mapping (tests, the built-in demo) exactly like a file, without line numbers."""
+    return _build(data, _Checker(source, Path(base_dir).absolute()))
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Load and validate the box settings file; raise ConfigError listing every problem, one per line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: settings file not found; pass --config or create it (see {EXAMPLE})",
+                          code="E101") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start}); save it as UTF-8", code="E102") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read settings file ({exc.strerror}); check path and permissions",
+                          code="E101") from None
+    c = _Checker(str(path), path.parent.absolute())
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = None if node is None else c.plain(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = f"invalid YAML: {exc.problem or exc.context}"
+        if exc.context and exc.problem and exc.context_mark:
+            what += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        line, where = (mark.line + 1, f" at column {mark.column + 1}") if mark else (None, "")
+        raise ConfigError(located(path, line, f"{what}; fix the syntax{where}"), code="E102") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}; fix the syntax", code="E102") from None
+    return _build(data, c)

@@ -1,0 +1,1 @@
+"""Speech: prompts and (later) VAD/ASR/TTS engines behind Protocols."""

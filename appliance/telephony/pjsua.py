@@ -1,0 +1,614 @@
+"""The only door to pjsua2: one pj thread owns every pjsua2 object and talks to asyncio by events/commands.
+
+Rules (see ARCHITECTURE.md): pjsua2 callbacks copy plain values into a frozen event and hand it to the
+asyncio loop with ``call_soon_threadsafe``; they never block and never touch the engine. Commands from the
+loop run on the pj thread through a queue of (function, future). Every ``pj.Call`` is dropped before
+``libDestroy`` (pjsua2 aborts otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import itertools
+import logging
+import queue
+import re
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pjsua2 as pj
+
+from appliance.errors import TelephonyError
+from appliance.events import (
+    CallAnswered,
+    CallEnded,
+    CallOffered,
+    DtmfReceived,
+    Event,
+    InviteRejected,
+    PlaybackDone,
+)
+from appliance.telephony.base import StackInfo
+from appliance.telephony.sipmsg import parse_invite, uri_user
+
+_LOGGER = logging.getLogger(__name__)
+
+_CODEC_IDS = {"PCMA": "PCMA/8000/1", "PCMU": "PCMU/8000/1", "G722": "G722/16000/1"}
+_DTMF_METHODS = {
+    pj.PJSUA_DTMF_METHOD_RFC2833: "rfc2833",
+    pj.PJSUA_DTMF_METHOD_SIP_INFO: "sip_info",
+}
+_LONG_DIGITS = re.compile(r"\+?\d{5,}")
+_POLL_MS = 5  # how long the pj thread waits for SIP events before it checks the command queue
+
+
+@dataclass(frozen=True, slots=True)
+class StackConfig:
+    """What the adapter needs from the settings; plain values so tests and the demo build it easily."""
+
+    host: str = "127.0.0.1"
+    port: int = 5060
+    public_address: str | None = None
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 20999
+    codecs: tuple[str, ...] = ("PCMA", "PCMU", "G722")
+    max_calls: int = 128
+    clock_rate: int = 8000
+    allow: Callable[[str], bool] | None = None  # source IP -> allowed; None = accept every source
+    accept_incoming: bool = True  # a softphone (demo, tests) rejects incoming calls
+    user: str = "registratura"
+    registration: Any = None  # settings.Registration or None
+    log_level: int = 2  # pjsip's own log level routed into logging (numbers masked)
+
+
+def _mask(line: str) -> str:
+    return _LONG_DIGITS.sub(lambda m: m.group(0)[:2] + "*" * (len(m.group(0)) - 4) + m.group(0)[-2:], line)
+
+
+class _LogWriter(pj.LogWriter):
+    def write(self, entry: Any) -> None:  # called from any pj thread
+        msg = entry.msg.rstrip()
+        level = entry.level
+        if level <= 1:
+            _LOGGER.error("pjsip: %s", _mask(msg))
+        elif level == 2:
+            _LOGGER.warning("pjsip: %s", _mask(msg))
+        else:
+            _LOGGER.debug("pjsip: %s", msg)
+
+
+class _Player(pj.AudioMediaPlaylist):
+    """A playlist that tells the loop when it reached its end (called on the media clock thread)."""
+
+    def __init__(self, adapter: PjsuaTelephony, call_id: str, playback_id: int) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.call_id = call_id
+        self.playback_id = playback_id
+        self.finished = False
+
+    def onEof2(self) -> None:  # noqa: N802 (pjsua2 name)
+        if not self.finished:
+            self.finished = True
+            self.adapter._emit(PlaybackDone(self.call_id, self.playback_id))
+
+
+@dataclass
+class _CallRec:
+    """Everything the pj thread holds for one call. Touched on the pj thread only."""
+
+    call: Any
+    call_id: str
+    incoming: bool
+    media: Any = None
+    player: Any = None
+    recorder: Any = None
+    recorder_pending: Path | None = None
+    hung_up_by_box: bool = False
+    answered_sent: bool = False
+    peers: list[str] = field(default_factory=list)
+
+
+class _Call(pj.Call):
+    def __init__(self, adapter: PjsuaTelephony, account: pj.Account, pj_call_id: int = pj.PJSUA_INVALID_ID):
+        super().__init__(account, pj_call_id)
+        self.adapter = adapter
+        self.box_id = ""
+
+    def onCallState(self, prm: Any) -> None:  # noqa: N802  (pj thread)
+        self.adapter._on_call_state(self)
+
+    def onCallMediaState(self, prm: Any) -> None:  # noqa: N802  (pj thread)
+        self.adapter._on_media_state(self)
+
+    def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802  (pj or media thread: only emit)
+        method = _DTMF_METHODS.get(prm.method, "inband")
+        self.adapter._emit(DtmfReceived(self.box_id, prm.digit, method))
+
+
+class _Account(pj.Account):
+    def __init__(self, adapter: PjsuaTelephony) -> None:
+        super().__init__()
+        self.adapter = adapter
+
+    def onIncomingCall(self, prm: Any) -> None:  # noqa: N802  (pj thread)
+        self.adapter._on_incoming(self, prm)
+
+
+class _Endpoint(pj.Endpoint):
+    def __init__(self, adapter: PjsuaTelephony) -> None:
+        super().__init__()
+        self.adapter = adapter
+
+    def onRejectedIncomingCall(self, prm: Any) -> None:  # noqa: N802  (pj thread: over capacity etc.)
+        source = ""
+        try:
+            source = prm.rdata.srcAddress
+        except Exception:  # noqa: BLE001 - a diagnostic only
+            pass
+        self.adapter._emit(InviteRejected(source, "capacity", int(prm.statusCode)))
+
+
+def call_capacity() -> int:
+    """What pjsua really allows after libInit: the build's PJSUA_MAX_CALLS caps uaConfig.maxCalls."""
+    import pjsua2._pjsua2 as native
+
+    lib = ctypes.CDLL(native.__file__)
+    return int(lib.pjsua_call_get_max_count())
+
+
+class PjsuaTelephony:
+    """The Telephony Protocol over pjsua2. Construct, ``await start(on_event)``, use, ``await stop()``."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.info = StackInfo(library="pjsua2", build="unknown", capacity=0, requested=config.max_calls)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_event: Callable[[Event], None] | None = None
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._running = threading.Event()
+        self._accepting = True
+        self._ids = itertools.count(1)
+        self._calls: dict[str, _CallRec] = {}  # pj thread only
+        self._rejected: list[Any] = []  # calls refused with 403, kept alive until DISCONNECTED
+        self._ep: Any = None
+        self._acc: Any = None
+        self._log_writer: Any = None
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self, on_event: Callable[[Event], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._on_event = on_event
+        ready: Future[StackInfo] = Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="pj", daemon=True)
+        self._running.set()
+        self._thread.start()
+        self.info = await asyncio.wrap_future(ready)
+
+    async def stop(self) -> None:
+        """Hang up what is left, drop every pj.Call, destroy the library, join the thread."""
+        if not self._thread:
+            return
+        self._accepting = False
+        try:
+            await self._submit(self._hangup_all)
+        except TelephonyError:
+            pass
+        await asyncio.sleep(0.2)  # let BYEs go out and DISCONNECTED callbacks run
+        self._running.clear()
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
+        self._thread = None
+
+    def stop_accepting(self) -> None:
+        """New INVITEs get 503 from now on (graceful shutdown drains the calls in progress)."""
+        self._accepting = False
+
+    # ------------------------------------------------------------------------------------ the pj thread
+
+    def _run(self, ready: Future[StackInfo]) -> None:
+        try:
+            info = self._init_lib()
+        except Exception as exc:  # noqa: BLE001 - report any start failure to the loop
+            ready.set_exception(TelephonyError(f"SIP stack failed to start: {exc}"))
+            self._destroy_lib()
+            return
+        ready.set_result(info)
+        ep = self._ep
+        while self._running.is_set():
+            ep.libHandleEvents(_POLL_MS)
+            self._drain_commands()
+        self._drain_commands()
+        self._destroy_lib()
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                func, fut = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(func())
+                except Exception as exc:  # noqa: BLE001 - handed back to the awaiting coroutine
+                    fut.set_exception(exc)
+
+    def _init_lib(self) -> StackInfo:
+        cfg = self.config
+        ep = _Endpoint(self)
+        self._ep = ep
+        ep.libCreate()
+        ep_cfg = pj.EpConfig()
+        ep_cfg.uaConfig.threadCnt = 0  # SIP events run on this thread only
+        ep_cfg.uaConfig.mainThreadOnly = False
+        ep_cfg.uaConfig.maxCalls = cfg.max_calls
+        ep_cfg.uaConfig.userAgent = "Registratura"
+        ep_cfg.logConfig.level = cfg.log_level
+        ep_cfg.logConfig.consoleLevel = 0
+        self._log_writer = _LogWriter()
+        ep_cfg.logConfig.writer = self._log_writer
+        ep_cfg.logConfig.decor = 0
+        med = ep_cfg.medConfig
+        med.clockRate = cfg.clock_rate
+        med.sndClockRate = cfg.clock_rate
+        med.channelCount = 1
+        med.noVad = True  # no silence suppression: callers must never hear gaps
+        med.ecTailLen = 0  # an IVR plays files; no echo canceller to pay for
+        med.quality = 4
+        med.threadCnt = 1
+        med.maxMediaPorts = max(64, cfg.max_calls * 4)
+        ep.libInit(ep_cfg)
+
+        tcfg = pj.TransportConfig()
+        tcfg.boundAddress = cfg.host
+        tcfg.port = cfg.port
+        if cfg.public_address:
+            tcfg.publicAddress = cfg.public_address
+        ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+        ep.libStart()
+        ep.audDevManager().setNullDev()  # no sound card: the conference bridge runs on its own clock
+
+        for codec in ep.codecEnum2():
+            ep.codecSetPriority(codec.codecId, 0)
+        for rank, name in enumerate(cfg.codecs):
+            ep.codecSetPriority(_CODEC_IDS[name], 250 - rank)
+
+        acc_cfg = pj.AccountConfig()
+        host_for_uri = cfg.public_address or cfg.host
+        acc_cfg.idUri = f"sip:{cfg.user}@{host_for_uri}:{cfg.port}"
+        reg = cfg.registration
+        if reg is not None:
+            acc_cfg.regConfig.registrarUri = reg.registrar
+            acc_cfg.regConfig.timeoutSec = reg.expires
+            acc_cfg.idUri = f"sip:{reg.user}@{reg.registrar.split(':', 1)[-1]}"
+            acc_cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", reg.realm, reg.user, 0, reg.password))
+        else:
+            acc_cfg.regConfig.registerOnAdd = False
+        rtp = acc_cfg.mediaConfig.transportConfig
+        rtp.port = cfg.rtp_port_min
+        rtp.portRange = cfg.rtp_port_max - cfg.rtp_port_min
+        rtp.boundAddress = cfg.host
+        if cfg.public_address:
+            rtp.publicAddress = cfg.public_address
+        self._acc = _Account(self)
+        self._acc.create(acc_cfg, True)
+
+        capacity = call_capacity()
+        build = "pypi" if capacity <= 4 else "appliance"
+        return StackInfo(
+            library=f"pjsua2 {ep.libVersion().full}", build=build, capacity=capacity, requested=cfg.max_calls
+        )
+
+    def _destroy_lib(self) -> None:
+        ep = self._ep
+        if ep is None:
+            return
+        for rec in list(self._calls.values()):
+            self._release_media(rec)
+        self._calls.clear()  # drop every pj.Call before libDestroy: pjsua2 aborts otherwise
+        self._rejected.clear()
+        if self._acc is not None:
+            try:
+                self._acc.shutdown()
+            except Exception:  # noqa: BLE001
+                pass
+            self._acc = None
+        try:
+            ep.libDestroy()
+        except Exception as exc:  # noqa: BLE001
+            _LOGGER.warning("pjsua2 libDestroy: %s", exc)
+        self._ep = None
+
+    # ------------------------------------------------------------------------------ callbacks (pj thread)
+
+    def _emit(self, event: Event) -> None:
+        """Hand an event to the loop. Safe from any thread; never blocks."""
+        loop, handler = self._loop, self._on_event
+        if loop is None or handler is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(handler, event)
+        except RuntimeError:  # loop closed while we were shutting down
+            pass
+
+    def _on_incoming(self, account: _Account, prm: Any) -> None:
+        call = _Call(self, account, prm.callId)
+        source = prm.rdata.srcAddress
+        source_ip = source.rsplit(":", 1)[0].strip("[]")
+        reason = ""
+        code = 0
+        if not self.config.accept_incoming:
+            reason, code = "not_accepting", 603
+        elif self.config.allow is not None and not self.config.allow(source_ip):
+            reason, code = "not_allowed", 403
+        elif not self._accepting:
+            reason, code = "shutting_down", 503
+        if reason:
+            op = pj.CallOpParam()
+            op.statusCode = code
+            try:
+                call.hangup(op)
+            except pj.Error as exc:
+                _LOGGER.warning("could not refuse INVITE from %s: %s", source_ip, exc.info())
+            self._rejected.append(call)
+            if len(self._rejected) > 256:
+                self._prune_rejected()
+            self._emit(InviteRejected(source, reason, code))
+            return
+        box_id = f"c{next(self._ids)}"
+        call.box_id = box_id
+        self._calls[box_id] = _CallRec(call=call, call_id=box_id, incoming=True)
+        ident = parse_invite(prm.rdata.wholeMsg)
+        self._emit(
+            CallOffered(
+                call_id=box_id,
+                sip_call_id=ident.call_id or call.getInfo().callIdString,
+                caller=ident.caller,
+                caller_name=ident.from_name,
+                called=ident.request_user,
+                source=source,
+            )
+        )
+
+    def _prune_rejected(self) -> None:
+        keep = []
+        for call in self._rejected:
+            try:
+                if call.isActive():
+                    keep.append(call)
+            except pj.Error:
+                pass
+        self._rejected = keep
+
+    def _on_call_state(self, call: _Call) -> None:
+        try:
+            info = call.getInfo()
+        except pj.Error:
+            return
+        if info.state != pj.PJSIP_INV_STATE_DISCONNECTED:
+            return
+        rec = self._calls.pop(call.box_id, None) if call.box_id else None
+        if rec is None:
+            return  # a refused stranger, pruned later
+        self._release_media(rec)
+        by = "box" if rec.hung_up_by_box else "caller"
+        if info.lastStatusCode >= 400 and not info.connectDuration.sec and not rec.hung_up_by_box:
+            by = "error" if rec.incoming else "remote"
+        self._emit(CallEnded(rec.call_id, by, int(info.lastStatusCode), info.lastReason))
+        # Keep the pj.Call referenced a little longer: pjsua2 may still touch it after this callback.
+        self._rejected.append(call)
+
+    def _on_media_state(self, call: _Call) -> None:
+        rec = self._calls.get(call.box_id)
+        if rec is None:
+            return
+        info = call.getInfo()
+        for i, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                rec.media = call.getAudioMedia(i)
+                break
+        else:
+            return
+        if rec.player is not None:
+            rec.player.startTransmit(rec.media)
+        if rec.recorder_pending is not None:
+            self._start_recorder(rec, rec.recorder_pending)
+        if not rec.answered_sent:
+            rec.answered_sent = True
+            self._emit(CallAnswered(rec.call_id))
+
+    def _release_media(self, rec: _CallRec) -> None:
+        self._stop_player(rec)
+        if rec.recorder is not None:
+            recorder, rec.recorder = rec.recorder, None
+            del recorder  # closing the recorder finalises the WAV header
+
+    def _stop_player(self, rec: _CallRec) -> bool:
+        player, rec.player = rec.player, None
+        if player is None:
+            return False
+        player.finished = True  # no PlaybackDone from a stopped player
+        try:
+            if rec.media is not None:
+                player.stopTransmit(rec.media)
+            if rec.recorder is not None:
+                player.stopTransmit(rec.recorder)
+        except pj.Error:
+            pass
+        return True
+
+    def _start_recorder(self, rec: _CallRec, path: Path) -> None:
+        rec.recorder_pending = None
+        recorder = pj.AudioMediaRecorder()
+        recorder.createRecorder(str(path))
+        rec.recorder = recorder
+        rec.media.startTransmit(recorder)
+        if rec.player is not None:
+            rec.player.startTransmit(recorder)
+
+    def _hangup_all(self) -> None:
+        for rec in list(self._calls.values()):
+            rec.hung_up_by_box = True
+            try:
+                rec.call.hangup(pj.CallOpParam())
+            except pj.Error:
+                pass
+
+    # ------------------------------------------------------------------------------------ commands
+
+    async def _submit(self, func: Callable[[], Any]) -> Any:
+        if self._thread is None or not self._running.is_set():
+            raise TelephonyError("SIP stack is not running")
+        fut: Future[Any] = Future()
+        self._commands.put((func, fut))
+        return await asyncio.wrap_future(fut)
+
+    def _rec(self, call_id: str) -> _CallRec:
+        rec = self._calls.get(call_id)
+        if rec is None:
+            raise TelephonyError(f"call {call_id} is gone")
+        return rec
+
+    async def answer(self, call_id: str) -> None:
+        def run() -> None:
+            op = pj.CallOpParam()
+            op.statusCode = 200
+            self._rec(call_id).call.answer(op)
+
+        await self._submit(run)
+
+    async def hangup(self, call_id: str, status_code: int = 0) -> None:
+        def run() -> None:
+            rec = self._calls.get(call_id)
+            if rec is None:
+                return
+            rec.hung_up_by_box = True
+            op = pj.CallOpParam()
+            if status_code:
+                op.statusCode = status_code
+            try:
+                rec.call.hangup(op)
+            except pj.Error as exc:
+                _LOGGER.debug("hangup %s: %s", call_id, exc.info())
+
+        await self._submit(run)
+
+    async def play(self, call_id: str, files: Sequence[Path], playback_id: int) -> None:
+        paths = [str(f) for f in files]
+
+        def run() -> None:
+            rec = self._rec(call_id)
+            self._stop_player(rec)
+            player = _Player(self, call_id, playback_id)
+            player.createPlaylist(paths, f"p{playback_id}", pj.PJMEDIA_FILE_NO_LOOP)
+            rec.player = player
+            if rec.media is not None:
+                player.startTransmit(rec.media)
+            if rec.recorder is not None:
+                player.startTransmit(rec.recorder)
+
+        await self._submit(run)
+
+    async def stop_playback(self, call_id: str) -> None:
+        def run() -> bool:
+            rec = self._calls.get(call_id)
+            return self._stop_player(rec) if rec else False
+
+        await self._submit(run)
+
+    async def start_recording(self, call_id: str, path: Path) -> None:
+        def run() -> None:
+            rec = self._rec(call_id)
+            if rec.media is None:
+                rec.recorder_pending = path  # starts as soon as media is up
+            else:
+                self._start_recorder(rec, path)
+
+        await self._submit(run)
+
+    async def stop_recording(self, call_id: str) -> None:
+        def run() -> None:
+            rec = self._calls.get(call_id)
+            if rec is not None and rec.recorder is not None:
+                recorder, rec.recorder = rec.recorder, None
+                del recorder
+
+        await self._submit(run)
+
+    async def send_dtmf(self, call_id: str, digits: str, method: str = "rfc2833") -> None:
+        def run() -> None:
+            rec = self._rec(call_id)
+            prm = pj.CallSendDtmfParam()
+            prm.digits = digits
+            prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO if method == "sip_info" else pj.PJSUA_DTMF_METHOD_RFC2833
+            rec.call.sendDtmf(prm)
+
+        await self._submit(run)
+
+    async def transfer(self, call_id: str, target_uri: str) -> None:
+        def run() -> None:
+            self._rec(call_id).call.xfer(target_uri, pj.CallOpParam(True))
+
+        await self._submit(run)
+
+    async def bridge(self, call_a: str, call_b: str) -> None:
+        def run() -> None:
+            a, b = self._rec(call_a), self._rec(call_b)
+            if a.media is None or b.media is None:
+                raise TelephonyError("both calls need active audio to be bridged")
+            self._stop_player(a)
+            self._stop_player(b)
+            a.media.startTransmit(b.media)
+            b.media.startTransmit(a.media)
+            a.peers.append(call_b)
+            b.peers.append(call_a)
+
+        await self._submit(run)
+
+    async def originate(self, uri: str, caller_id: str = "") -> str:
+        def run() -> str:
+            call = _Call(self, self._acc)
+            box_id = f"c{next(self._ids)}"
+            call.box_id = box_id
+            self._calls[box_id] = _CallRec(call=call, call_id=box_id, incoming=False)
+            op = pj.CallOpParam(True)
+            if caller_id:
+                header = pj.SipHeader()
+                header.hName = "P-Asserted-Identity"
+                header.hValue = f"<sip:{caller_id}@{self.config.host}>"
+                op.txOption.headers.append(header)
+            try:
+                call.makeCall(uri, op)
+            except pj.Error as exc:
+                self._calls.pop(box_id, None)
+                raise TelephonyError(f"could not call {uri_user(uri) or uri}: {exc.info()}") from None
+            return box_id
+
+        return await self._submit(run)
+
+
+def probe_capacity(requested: int) -> str:
+    """Start the library without transports and say what it is (for `registratura check`)."""
+    ep = pj.Endpoint()
+    ep.libCreate()
+    try:
+        cfg = pj.EpConfig()
+        cfg.uaConfig.maxCalls = requested
+        cfg.uaConfig.threadCnt = 0
+        cfg.logConfig.level = 0
+        cfg.logConfig.consoleLevel = 0
+        ep.libInit(cfg)
+        capacity = call_capacity()
+        version = ep.libVersion().full
+    finally:
+        ep.libDestroy()
+    if capacity <= 4:
+        return (f"pjsua2 {version} from PyPI: {capacity} concurrent calls (asked for {requested}); "
+                "install the wheel built by tools/build_pjsua2.sh for a clinic line")
+    return f"pjsua2 {version} (appliance build): {capacity} concurrent calls (asked for {requested})"
