@@ -144,7 +144,8 @@ class App:
         s = self.settings
         catalog = load_prompt_catalog(s.voices.dir)
         self.prompts = PromptLibrary(
-            catalog, s.voices.dir, data / "prompt-cache", variables={"clinic_name": s.clinic.name}
+            catalog, s.voices.dir, s.voices.cache or data / "prompt-cache",
+            variables={"clinic_name": s.clinic.name},
         )
         ids = {lang: set(items) for lang, items in catalog.items()}
         self.flowset = FlowSet(s.flows.dir, s.flows.main, ids)

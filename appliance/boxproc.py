@@ -80,6 +80,7 @@ class BoxProcess:
     def start(self, timeout: float = 120.0) -> BoxProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("NOTIFY_SOCKET", None)
+        offset = len(self.log())  # a restarted box appends to the same log
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "appliance", "--config", str(self.config), "run"],
@@ -89,7 +90,7 @@ class BoxProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the box exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            if " ready: listening" in self.log():
+            if " ready: listening" in self.log()[offset:]:
                 return self
             time.sleep(0.1)
         raise TimeoutError(f"the box was not ready within {timeout} s:\n{self.log()[-3000:]}")

@@ -148,7 +148,8 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     settings = _settings(args) if (args.config or os.environ.get("REGISTRATURA_CONFIG")) else None
     voices = Path(args.voices) if args.voices else (settings.voices.dir if settings else Path("voices"))
     cache = Path(args.cache) if args.cache else (
-        Path(settings.data_dir) / "prompt-cache" if settings else Path("var/prompt-cache"))
+        (settings.voices.cache or Path(settings.data_dir) / "prompt-cache") if settings
+        else Path("var/prompt-cache"))
     name = settings.clinic.name if settings else args.clinic_name
     lib = PromptLibrary(load_prompt_catalog(voices), voices, cache, variables={"clinic_name": name})
 

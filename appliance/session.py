@@ -177,7 +177,7 @@ class CallSession:
         ctx = self.deps.engine.CallContext(
             caller=self.caller, withheld=is_withheld(self.caller), called=self.offered.called, variables={}
         )
-        self.state, actions = self.deps.engine.start(self.flows, self.flow_name, ctx, self.deps.now())
+        self.state, actions = self.deps.engine.start(self.flow, ctx, self.deps.now(), self.flows)
         await self._execute(actions)
 
     def _recording_path(self) -> Path:
@@ -189,7 +189,7 @@ class CallSession:
     async def _step(self, event: ev.Event) -> None:
         if self.state is None:
             return
-        self.state, actions = self.deps.engine.step(self.flows, self.state, event, self.deps.now())
+        self.state, actions = self.deps.engine.step(self.flow, self.state, event, self.deps.now(), self.flows)
         await self._execute(actions)
 
     async def _ended(self, event: ev.CallEnded) -> None:
@@ -198,7 +198,7 @@ class CallSession:
         self.ended = True
         if self.state is not None:
             try:
-                self.state, _ = self.deps.engine.step(self.flows, self.state, event, self.deps.now())
+                self.state, _ = self.deps.engine.step(self.flow, self.state, event, self.deps.now(), self.flows)
             except Exception:  # noqa: BLE001 - the call is over whatever the engine thinks
                 _LOGGER.exception("call %s: engine failed on hang-up", self.call_id)
         outcome = self.outcome
@@ -249,7 +249,7 @@ class CallSession:
         elif isinstance(action, ev.Note):
             await self._note(action.kind, action.detail)
         elif isinstance(action, ev.SetVar):
-            await self._note("set", f"{action.name}={action.value}")
+            await self._note("set", action.name)  # values may be a caller's phone number: name only
         elif isinstance(action, ev.Hangup):
             self.outcome = action.outcome
             if action.goodbye:
@@ -259,7 +259,6 @@ class CallSession:
                 await self._note("play", " ".join(action.goodbye))
                 await tel.play(self.call_id, files, self.hangup_after)
             else:
-                await self._note("hangup", action.outcome)
                 await self._safe_hangup()
         elif isinstance(action, ev.Transfer | ev.Enqueue | ev.RequestCallback | ev.Listen):
             # Queue, transfers, callbacks and speech arrive with their own issues; until then the

@@ -120,6 +120,7 @@ class FlowSettings:
 @dataclass(frozen=True)
 class VoiceSettings:
     dir: Path = Path("voices")
+    cache: Path | None = None  # rendered prompts; None = <data_dir>/prompt-cache (tests share one)
 
 
 @dataclass(frozen=True)
@@ -185,18 +186,15 @@ _KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "text", 
           tuple: "a list", dict: "a mapping", type(None): "empty"}
 
 
-def _kind(v: Any) -> str:
-    return _KINDS.get(type(v), type(v).__name__)
-
-
-def _show(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 40 else text[:37] + "..."
+def _is(v: Any) -> str:
+    """'12' is text / 12 is an integer: what YAML made of the value."""
+    text = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+    return f"{text} is {_KINDS.get(type(v), type(v).__name__)}"
 
 
 def _text(v: Any) -> str:
     if not isinstance(v, str):
-        raise _Bad(f"{_show(v)} is {_kind(v)}, not text", "put the value in quotes")
+        raise _Bad(f"{_is(v)}, not text", "put the value in quotes")
     if not v.strip():
         raise _Bad("is empty", "give a value or remove the key")
     return v
@@ -219,7 +217,7 @@ def _number(lo: float, hi: float, whole: bool = False) -> Callable[[Any], Any]:
     def parse(v: Any) -> Any:
         # YAML types matter: "12" in quotes is text, and yes/no are booleans, not numbers.
         if isinstance(v, bool) or not isinstance(v, int if whole else int | float):
-            raise _Bad(f"{_show(v)} is {_kind(v)}, not {kind}", f"use {allowed} without quotes")
+            raise _Bad(f"{_is(v)}, not {kind}", f"use {allowed} without quotes")
         if not lo <= v <= hi:  # also rejects .nan
             raise _Bad(f"{v} is out of range", f"use {allowed}")
         return v if whole else float(v)
@@ -257,13 +255,14 @@ _region = _conv(lambda s: _must(s.upper() in phonenumbers.SUPPORTED_REGIONS, s.u
                 "is not an ISO country code", 'use two letters, e.g. "RU"')
 _flow_name = _conv(lambda s: _must(re.fullmatch(r"[A-Za-z0-9_-]+", s), s),
                    "is not a flow name", "use the flow file name without .yaml, e.g. clinic_ru")
-_registrar = _conv(lambda s: _must(re.fullmatch(r"sip:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?", s), s),
+_URI = re.compile(r"sip:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?")
+_registrar = _conv(lambda s: _must((m := _URI.fullmatch(s)) and 0 < int(m[2] or 5060) < 65536, s),
                    "is not a SIP URI", 'use "sip:host[:port]", e.g. "sip:192.168.1.1:5060"')
 
 
 def _list(v: Any, example: str) -> list[Any]:
     if not isinstance(v, list | tuple):
-        raise _Bad(f"{_show(v)} is {_kind(v)}, not a list", f"use a list, e.g. {example}")
+        raise _Bad(f"{_is(v)}, not a list", f"use a list, e.g. {example}")
     return list(v)
 
 
@@ -273,8 +272,7 @@ def _networks(v: Any) -> tuple[str, ...]:
         try:
             out.append(str(ipaddress.ip_network(_text(item).strip(), strict=False)))
         except (ValueError, _Bad):
-            what = f"{_show(item)} is not an IP or CIDR"
-            raise _Bad(what, 'use e.g. "10.0.0.0/8" or "10.0.0.5"', i) from None
+            raise _Bad(f"{item!r} is not an IP or CIDR", 'use e.g. "10.0.0.0/8" or "10.0.0.5"', i) from None
     return tuple(out)
 
 
@@ -342,15 +340,16 @@ class _Checker:
         self.errors.append((line or 0, code, message))
 
     def dir(self, v: Any) -> Path:
-        # Relative to the settings file, so a box's config directory is self-contained.
-        return Path(os.path.abspath(self.base_dir / Path(_text(v).strip()).expanduser()))
+        # Relative to the settings file, so a box config directory is self-contained; mappings may hold Paths.
+        p = Path(v) if isinstance(v, os.PathLike) else Path(_text(v).strip())
+        return Path(os.path.abspath(self.base_dir / p.expanduser()))
 
     def make(self, cls: type, raw: Any, path: KeyPath) -> Any:
         """Build one section; field defaults fill the gaps, fields without a default are required."""
         schema = _SCHEMA[cls]
         keys = list(schema)
         if raw is not None and not isinstance(raw, Mapping):
-            self.error(path, f"{_show(raw)} is {_kind(raw)}, not a mapping", "allowed: " + ", ".join(keys))
+            self.error(path, f"{_is(raw)}, not a mapping", "allowed: " + ", ".join(keys))
             return None
         raw = raw or {}
         for key in raw:
@@ -366,11 +365,11 @@ class _Checker:
             default = f.default_factory() if f.default_factory is not MISSING else f.default
             if default is MISSING and value is None:
                 self.error(at, "missing required key", f"add {f.name}: under {_dotted(path)}", "E105")
-            elif is_dataclass(parse):  # a sub-section; an optional one stays None when absent
+            elif isinstance(parse, type) and is_dataclass(parse):  # sub-section; optional ones stay None
                 values[f.name] = None if value is None and default is None else self.make(parse, value, at)
                 continue
             elif parse is Path:
-                parse, default = self.dir, self.dir(str(default))
+                parse, default = self.dir, None if default is None else self.dir(str(default))
             values[f.name] = default if value is None else self.parse(parse, value, at, default)
         return cls(**values)
 
@@ -379,6 +378,7 @@ class _Checker:
         if len(path) > 16:  # our schema is 4 deep; this stops recursive aliases
             self.error(path, "nested too deep", "remove the recursive alias")
             return None
+        self.lines.setdefault(path, node.start_mark.line + 1)  # the root; keys and items are noted below
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for knode, vnode in node.value:
@@ -416,7 +416,7 @@ _SCHEMA: dict[type, dict[str, Any]] = {
                    "expires": _number(60, 86400, whole=True)},
     DtmfSettings: {"interdigit_timeout": _number(0.5, 60)},
     FlowSettings: {"dir": Path, "main": _flow_name},
-    VoiceSettings: {"dir": Path},
+    VoiceSettings: {"dir": Path, "cache": Path},
     MetricsSettings: {"listen": _host_port("127.0.0.1:9310"), "allow_from": _networks,
                       "basic_auth": BasicAuth},
     BasicAuth: {"user": _text, "password": _text},

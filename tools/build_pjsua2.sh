@@ -427,8 +427,11 @@ PYDIR="$SRC/pjsip-apps/src/swig/python"
 run_logged swig make -C "$PYDIR" pjsua2_wrap.cpp
 # setup.py asks `make -f helper.mak` for the include/lib flags of the build
 # above; PJDIR lets it find version.mak if pip builds out of tree.
+# CFLAGS=-g0: the extension is otherwise compiled with the interpreter's own
+# flags, which usually include -g: that puts ~27 MB of debug info in a wheel
+# of ~2.5 MB. (The exported C symbols, which ctypes uses, are kept.)
 cd "$PYDIR"
-run_logged wheel env PJDIR="$SRC" "$BPY" -m pip wheel --no-deps --no-build-isolation \
+run_logged wheel env PJDIR="$SRC" CFLAGS="-g0" "$BPY" -m pip wheel --no-deps --no-build-isolation \
     --wheel-dir "$BUILD_DIR/wheel" .
 shopt -s nullglob
 wheels=("$BUILD_DIR"/wheel/pjsua2-*.whl)

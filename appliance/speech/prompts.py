@@ -47,7 +47,7 @@ class EspeakRenderer:
                 check=True,
                 capture_output=True,
             )
-            part = out.with_suffix(".part.wav")
+            part = out.with_name(f"{out.stem}.{os.getpid()}.part.wav")  # boxes may share a cache
             # A short fade and 150 ms of tail silence keep prompts from clicking into each other.
             subprocess.run(
                 ["sox", str(raw), "-r", str(self.rate), "-c", "1", "-b", "16", "-e", "signed-integer",

@@ -9,13 +9,17 @@ loop run on the pj thread through a queue of (function, future). Every ``pj.Call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import itertools
 import logging
+import os
 import queue
 import re
+import sys
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +48,7 @@ _DTMF_METHODS = {
     pj.PJSUA_DTMF_METHOD_SIP_INFO: "sip_info",
 }
 _LONG_DIGITS = re.compile(r"\+?\d{5,}")
+_PORT_REMOVAL_S = 0.08  # a few conference clock ticks (20 ms each)
 _POLL_MS = 5  # how long the pj thread waits for SIP events before it checks the command queue
 
 
@@ -82,7 +87,7 @@ class _LogWriter(pj.LogWriter):
             _LOGGER.debug("pjsip: %s", msg)
 
 
-class _Player(pj.AudioMediaPlaylist):
+class _Player(pj.AudioMediaPlayer):
     """A playlist that tells the loop when it reached its end (called on the media clock thread)."""
 
     def __init__(self, adapter: PjsuaTelephony, call_id: str, playback_id: int) -> None:
@@ -154,6 +159,20 @@ class _Endpoint(pj.Endpoint):
         self.adapter._emit(InviteRejected(source, "capacity", int(prm.statusCode)))
 
 
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def call_capacity() -> int:
     """What pjsua really allows after libInit: the build's PJSUA_MAX_CALLS caps uaConfig.maxCalls."""
     import pjsua2._pjsua2 as native
@@ -177,6 +196,7 @@ class PjsuaTelephony:
         self._ids = itertools.count(1)
         self._calls: dict[str, _CallRec] = {}  # pj thread only
         self._rejected: list[Any] = []  # calls refused with 403, kept alive until DISCONNECTED
+        self._deferred: list[tuple[float, Event]] = []  # pj thread only
         self._ep: Any = None
         self._acc: Any = None
         self._log_writer: Any = None
@@ -224,8 +244,18 @@ class PjsuaTelephony:
         while self._running.is_set():
             ep.libHandleEvents(_POLL_MS)
             self._drain_commands()
+            if self._deferred:
+                self._flush_deferred()
         self._drain_commands()
+        self._flush_deferred(force=True)
         self._destroy_lib()
+
+    def _flush_deferred(self, force: bool = False) -> None:
+        now = time.monotonic()
+        due = [e for t, e in self._deferred if force or t <= now]
+        self._deferred = [(t, e) for t, e in self._deferred if not force and t > now]
+        for event in due:
+            self._emit(event)
 
     def _drain_commands(self) -> None:
         while True:
@@ -243,7 +273,8 @@ class PjsuaTelephony:
         cfg = self.config
         ep = _Endpoint(self)
         self._ep = ep
-        ep.libCreate()
+        with _quiet_stdout():  # pjlib prints its banner before our log writer is installed
+            ep.libCreate()
         ep_cfg = pj.EpConfig()
         ep_cfg.uaConfig.threadCnt = 0  # SIP events run on this thread only
         ep_cfg.uaConfig.mainThreadOnly = False
@@ -396,11 +427,18 @@ class PjsuaTelephony:
         rec = self._calls.pop(call.box_id, None) if call.box_id else None
         if rec is None:
             return  # a refused stranger, pruned later
+        had_recorder = rec.recorder is not None
         self._release_media(rec)
         by = "box" if rec.hung_up_by_box else "caller"
         if info.lastStatusCode >= 400 and not info.connectDuration.sec and not rec.hung_up_by_box:
             by = "error" if rec.incoming else "remote"
-        self._emit(CallEnded(rec.call_id, by, int(info.lastStatusCode), info.lastReason))
+        ended = CallEnded(rec.call_id, by, int(info.lastStatusCode), info.lastReason)
+        if had_recorder:
+            # pjmedia (>= 2.14) removes conference ports on the next clock tick, and only then does the
+            # recorder write the WAV sizes: hold the event back until the file on disk is complete.
+            self._deferred.append((time.monotonic() + _PORT_REMOVAL_S, ended))
+        else:
+            self._emit(ended)
         # Keep the pj.Call referenced a little longer: pjsua2 may still touch it after this callback.
         self._rejected.append(call)
 
@@ -596,7 +634,8 @@ class PjsuaTelephony:
 def probe_capacity(requested: int) -> str:
     """Start the library without transports and say what it is (for `registratura check`)."""
     ep = pj.Endpoint()
-    ep.libCreate()
+    with _quiet_stdout():
+        ep.libCreate()
     try:
         cfg = pj.EpConfig()
         cfg.uaConfig.maxCalls = requested

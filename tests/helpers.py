@@ -1,0 +1,54 @@
+"""Helpers shared by the SIP tests: read the box's store, compare audio."""
+
+from __future__ import annotations
+
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.store import Store
+
+
+def calls_in(db: Path) -> list[dict[str, Any]]:
+    store = Store(db, migrate=False)
+    try:
+        return store.recent_calls(limit=50)
+    finally:
+        store.close()
+
+
+def wait_for_call_end(db: Path, count: int = 1, timeout: float = 15.0) -> list[dict[str, Any]]:
+    """The box writes the end of a call a moment after the BYE; wait until ``count`` calls are closed."""
+    deadline = time.monotonic() + timeout
+    calls: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        if db.exists():
+            calls = calls_in(db)
+            if len(calls) >= count and all(c["outcome"] for c in calls[:count]):
+                return calls
+        time.sleep(0.2)
+    raise AssertionError(f"calls not closed within {timeout} s: {calls}")
+
+
+def read_wav(path: Path) -> tuple[int, np.ndarray]:
+    with wave.open(str(path), "rb") as w:
+        assert w.getsampwidth() == 2 and w.getnchannels() == 1
+        return w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(float)
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
+
+
+def best_match(haystack: np.ndarray, needle: np.ndarray) -> tuple[float, float]:
+    """(normalised correlation, offset in samples) of ``needle`` at its best position in ``haystack``."""
+    n = len(haystack) + len(needle)
+    xc = np.fft.irfft(np.fft.rfft(haystack, n) * np.conj(np.fft.rfft(needle, n)), n)[: len(haystack)]
+    lag = int(np.argmax(xc))
+    seg = haystack[lag: lag + len(needle)]
+    ref = needle[: len(seg)]
+    denom = np.linalg.norm(seg) * np.linalg.norm(ref)
+    return (float(np.dot(seg, ref) / denom) if denom else 0.0), float(lag)
