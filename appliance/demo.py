@@ -48,7 +48,7 @@ async def _call(box: BoxProcess, heard: Path, digits: str) -> list[tuple[float, 
         await phone.answered(call)
         lines.append((time.monotonic() - t0, "the box answers"))
         await phone.record(call, heard)
-        await asyncio.sleep(7.0)  # the greeting and the start of the menu
+        await asyncio.sleep(11.0)  # the greeting and recording notice cannot be skipped; then the menu
         for digit in digits:
             await phone.press(call, digit)
             lines.append((time.monotonic() - t0, f"caller presses {digit}"))
@@ -60,6 +60,7 @@ async def _call(box: BoxProcess, heard: Path, digits: str) -> list[tuple[float, 
 
 
 def run_demo(digits: str = "51", keep: bool = False) -> int:
+    """Digits default to 5 (test preparation) then 1 (blood test)."""
     from appliance.flow import load_prompt_catalog
     from appliance.store import Store
 
@@ -91,7 +92,7 @@ def run_demo(digits: str = "51", keep: bool = False) -> int:
     print("\nMetric lines that changed:")
     for key in sorted(after):
         if after[key] != before.get(key, 0.0) and not key.startswith(("process_", "python_")) \
-                and "_created" not in key:
+                and "_created" not in key and "_bucket" not in key:
             print(f"  {key} {before.get(key, 0.0):g} -> {after[key]:g}")
     if keep:
         print(f"\nKept {base} (box.log, registratura.db, recordings/, caller-heard.wav)")
