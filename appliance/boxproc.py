@@ -78,8 +78,8 @@ class BoxProcess:
         return Path(self.settings["data_dir"]) / "registratura.db"
 
     def start(self, timeout: float = 120.0) -> BoxProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        env.pop("NOTIFY_SOCKET", None)
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        env.update({"PYTHONUNBUFFERED": "1", **self.env})
         offset = len(self.log())  # a restarted box appends to the same log
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
         self.proc = subprocess.Popen(
