@@ -107,6 +107,7 @@ class App:
         self.flowset: FlowSet | None = None
         self.prompts: Any = None
         self._notifier: Any = None
+        self._http: Any = None
 
     # ------------------------------------------------------------------------------------ start-up
 
@@ -171,11 +172,22 @@ class App:
         )
 
     def _start_metrics(self) -> None:
-        from prometheus_client import start_http_server
+        from appliance.web import serve
 
-        m = self.settings.metrics
-        start_http_server(m.port, addr=m.host, registry=metrics.REGISTRY)
+        self._http = serve(self.settings.metrics, self.health)
         metrics.UP_SINCE.set(time.time())
+
+    def health(self) -> dict[str, Any]:
+        """For /healthz: called from the HTTP thread, reads plain attributes only."""
+        info = getattr(self.telephony, "info", None)
+        return {
+            "ok": self.ready.is_set() and not self.stopping.is_set(),
+            "ready": self.ready.is_set(),
+            "stopping": self.stopping.is_set(),
+            "active_calls": len(self.sessions),
+            "sip_capacity": getattr(info, "capacity", 0),
+            "flows": sorted(self.flowset.flows) if self.flowset else [],
+        }
 
     async def run(self) -> int:
         started = time.monotonic()
@@ -300,4 +312,6 @@ class App:
             await asyncio.wait(pending, timeout=5)
         if self.writer is not None:
             self.writer.close()
+        if self._http is not None:
+            self._http.shutdown()
         _LOGGER.info("stopped")
