@@ -164,6 +164,54 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_store(args: argparse.Namespace):  # noqa: ANN202 - Store, imported lazily
+    from appliance.store import Store
+
+    settings = _settings(args)
+    data = Path(settings.data_dir)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return settings, Store(data / "registratura.db")
+
+
+def cmd_block(args: argparse.Namespace) -> int:
+    import time
+
+    from appliance.security.blocklist import normalise_pattern
+
+    settings, store = _open_store(args)
+    now = time.time()
+    try:
+        if args.block_cmd == "list":
+            rows = store.active_blocks(now)
+            if args.json:
+                print(json.dumps(rows, ensure_ascii=False, indent=2))
+            for r in [] if args.json else rows:
+                until = "until removed" if r["expires_at"] is None else "until " + time.strftime(
+                    "%Y-%m-%d %H:%M", time.localtime(r["expires_at"]))
+                print(f"{r['pattern']:<16} {r['source']:<9} {until:<22} {r['reason']}")
+            if not rows and not args.json:
+                print("no numbers are blocked")
+            return 0
+        try:
+            pattern = normalise_pattern(args.number, settings.clinic.region)
+        except ValueError as exc:
+            print(f"E110: {exc}", file=sys.stderr)
+            return 1
+        if args.block_cmd == "add":
+            expires = now + args.days * 86400 if args.days else None
+            store.add_block(pattern, args.reason, "manual", now, expires)
+            print(f"blocked {pattern}" + (f" for {args.days:g} day(s)" if args.days else ""))
+        else:
+            lifted = store.remove_block(pattern, now)
+            if not lifted:
+                print(f"{pattern} is not blocked", file=sys.stderr)
+                return 1
+            print(f"unblocked {pattern}")
+        return 0
+    finally:
+        store.close()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from appliance.demo import run_demo
 
@@ -206,6 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--cache")
     render.add_argument("--clinic-name", default="Поликлиника №1")
     prompts.set_defaults(func=cmd_prompts)
+
+    block = sub.add_parser("block", help="block or unblock callers by number or prefix")
+    bsub = block.add_subparsers(dest="block_cmd", required=True)
+    badd = bsub.add_parser("add", help="block a number (+79161234567) or a prefix (+7495*)")
+    badd.add_argument("number")
+    badd.add_argument("--reason", default="blocked by staff")
+    badd.add_argument("--days", type=float, default=0, help="expire after this many days (default: never)")
+    brm = bsub.add_parser("remove", help="lift a block")
+    brm.add_argument("number")
+    blist = bsub.add_parser("list", help="numbers blocked now")
+    blist.add_argument("--json", action="store_true")
+    block.set_defaults(func=cmd_block)
 
     demo = sub.add_parser("demo", help="start a box on 127.0.0.1 and call it from a built-in softphone")
     demo.add_argument("--digits", default="51", help="digits the demo caller presses")

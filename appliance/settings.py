@@ -153,6 +153,27 @@ class SilenceSettings:
 
 
 @dataclass(frozen=True)
+class AutoBlockSettings:
+    calls: int = 0  # this many calls from one number within `minutes` block it; 0 = off
+    minutes: float = 10.0
+    block_minutes: float = 60.0  # doubles on every repeat, up to a week
+
+
+@dataclass(frozen=True)
+class AbuseSettings:
+    marks: int = 2  # receptionist marks (*9) within `days` that block the number
+    days: float = 30.0
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    withheld: str = "allow"  # allow | block (what to do with callers who hide their number)
+    never_block: tuple[str, ...] = ()  # numbers/prefixes never blocked (ambulance dispatch, staff, partners)
+    auto_block: AutoBlockSettings = field(default_factory=AutoBlockSettings)
+    abuse: AbuseSettings = field(default_factory=AbuseSettings)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
 
@@ -167,6 +188,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     silence: SilenceSettings = field(default_factory=SilenceSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<built-in>"  # where it was loaded from; not a YAML key
 
@@ -402,11 +424,23 @@ class _Checker:
             return default
 
 
+def _patterns(v: Any) -> tuple[str, ...]:
+    from appliance.security.blocklist import normalise_pattern
+
+    out = []
+    for i, item in enumerate(_list(v, '["+79161234567", "+7495*"]')):
+        try:
+            out.append(normalise_pattern(str(item)))
+        except ValueError as exc:
+            raise _Bad(str(exc), "numbers with the country code, or prefixes ending in *", item=i) from None
+    return tuple(out)
+
+
 # Which parser checks each key; a dataclass means a sub-section, Path a directory relative to the file.
 _SCHEMA: dict[type, dict[str, Any]] = {
     Settings: {"clinic": ClinicSettings, "sip": SipSettings, "data_dir": Path, "flows": FlowSettings,
                "voices": VoiceSettings, "metrics": MetricsSettings, "recording": RecordingSettings,
-               "silence": SilenceSettings, "log": LogSettings},
+               "silence": SilenceSettings, "security": SecuritySettings, "log": LogSettings},
     ClinicSettings: {"name": _text, "region": _region, "language": _choice("ru", "en"),
                      "timezone": _timezone},
     SipSettings: {"listen": _host_port("0.0.0.0:5060"), "public_address": _ip, "allow_from": _sip_networks,
@@ -423,6 +457,11 @@ _SCHEMA: dict[type, dict[str, Any]] = {
     RecordingSettings: {"mode": _choice("all", "none"), "format": _choice("mixed", "stereo")},
     SilenceSettings: {"no_input_timeout": _number(1, 120), "retries": _number(0, 10, whole=True),
                       "dead_line_timeout": _number(5, 3600)},
+    SecuritySettings: {"withheld": _choice("allow", "block"), "never_block": _patterns,
+                       "auto_block": AutoBlockSettings, "abuse": AbuseSettings},
+    AutoBlockSettings: {"calls": _number(0, 100, whole=True), "minutes": _number(1, 1440),
+                        "block_minutes": _number(1, 10080)},
+    AbuseSettings: {"marks": _number(0, 10, whole=True), "days": _number(1, 365)},
     LogSettings: {"level": _choice("DEBUG", "INFO", "WARNING", "ERROR")},
 }
 

@@ -1,0 +1,1 @@
+"""Caller screening and SIP security: pure decisions (blocklist, rate blocks); the store keeps the facts."""
