@@ -71,6 +71,14 @@ class ClinicSettings:
     region: str = "RU"
     language: str = "ru"
     timezone: str = "Europe/Moscow"
+    hours: Any = None  # opening hours for callbacks and reports ({mon-fri: "08:00-20:00"}); None = always
+
+    def is_open(self, now: Any) -> bool:
+        if self.hours is None:
+            return True
+        from appliance.flow.conditions import in_hours
+
+        return in_hours(self.hours, now, self.region)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -174,6 +182,27 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True)
+class QueueCallbackSettings:
+    on_abandon: bool = True  # call back a caller who hung up in the queue...
+    abandon_after: float = 10.0  # ...after waiting more than this many seconds
+    window_hours: float = 4.0  # at most one automatic callback per number in this many hours
+    max_attempts: int = 3  # unanswered calls to the patient before the dialer gives up
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    agents: tuple[str, ...] = ()  # receptionists' phones: "sip:101@192.168.1.21"
+    strategy: str = "longest_idle"
+    max_wait: float = 60.0  # seconds before the callback offer
+    service_level: float = 20.0  # the "20" of SL 80/20
+    ring_timeout: float = 15.0
+    wrapup: float = 10.0
+    announce_every: float = 30.0
+    max_missed: int = 3
+    callback: QueueCallbackSettings = field(default_factory=QueueCallbackSettings)
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
 
@@ -189,6 +218,8 @@ class Settings:
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     silence: SilenceSettings = field(default_factory=SilenceSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    queues: Mapping[str, QueueSettings] = field(default_factory=dict)
+    transfers: Mapping[str, str] = field(default_factory=dict)  # flow target name -> SIP URI
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<built-in>"  # where it was loaded from; not a YAML key
 
@@ -387,6 +418,9 @@ class _Checker:
             default = f.default_factory() if f.default_factory is not MISSING else f.default
             if default is MISSING and value is None:
                 self.error(at, "missing required key", f"add {f.name}: under {_dotted(path)}", "E105")
+            elif isinstance(parse, _Named):
+                values[f.name] = self.named(parse.cls, value, at)
+                continue
             elif isinstance(parse, type) and is_dataclass(parse):  # sub-section; optional ones stay None
                 values[f.name] = None if value is None and default is None else self.make(parse, value, at)
                 continue
@@ -394,6 +428,20 @@ class _Checker:
                 parse, default = self.dir, None if default is None else self.dir(str(default))
             values[f.name] = default if value is None else self.parse(parse, value, at, default)
         return cls(**values)
+
+    def named(self, cls: type, raw: Any, path: KeyPath) -> dict[str, Any]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, Mapping):
+            self.error(path, f"{_is(raw)}, not a mapping", "use names as keys, e.g. reception: {agents: [...]}")
+            return {}
+        out = {}
+        for name, section in raw.items():
+            if not _NAME.match(str(name)):
+                self.error(path + (name,), "not a plain name", "use lowercase letters, digits and _")
+                continue
+            out[str(name)] = self.make(cls, section or {}, path + (name,))
+        return out
 
     def plain(self, node: yaml.Node, path: KeyPath = ()) -> Any:
         """Turn a composed node into plain values, noting the 1-based line of every key and list item."""
@@ -436,13 +484,76 @@ def _patterns(v: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+_SIP_URI = re.compile(r"^sips?:[^@\s]+@[^@\s]+$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class _Named:
+    """A mapping of technician-chosen names to sections of one kind (queues: {reception: {...}})."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad(f"{_is(v)}, not true/false", "use true or false without quotes")
+    return v
+
+
+def _sip_uri(v: Any) -> str:
+    text = _text(v).strip()
+    if not _SIP_URI.match(text):
+        raise _Bad(f"'{text}' is not a SIP URI", 'use e.g. "sip:101@192.168.1.21"')
+    return text
+
+
+def _agents(v: Any) -> tuple[str, ...]:
+    out = []
+    for i, item in enumerate(_list(v, '["sip:101@192.168.1.21"]')):
+        try:
+            out.append(_sip_uri(item))
+        except _Bad as bad:
+            raise _Bad(bad.what, bad.allowed, item=i) from None
+    if len(set(out)) != len(out):
+        raise _Bad("the same phone is listed twice", "list each receptionist's phone once")
+    return tuple(out)
+
+
+def _transfers(v: Any) -> dict[str, str]:
+    if not isinstance(v, Mapping):
+        raise _Bad(f"{_is(v)}, not a mapping", 'use e.g. {head_doctor: "sip:200@192.168.1.30"}')
+    out = {}
+    for name, uri in v.items():
+        if not _NAME.match(str(name)):
+            raise _Bad(f"'{name}' is not a plain name", "use lowercase letters, digits and _ (flows refer to it)")
+        out[str(name)] = _sip_uri(uri)
+    return out
+
+
+def _hours(v: Any) -> Any:
+    from appliance.flow.conditions import ConditionError, parse_condition
+
+    try:
+        return parse_condition("hours", v)
+    except ConditionError as exc:
+        raise _Bad(exc.problem, exc.fix) from None
+
+
 # Which parser checks each key; a dataclass means a sub-section, Path a directory relative to the file.
 _SCHEMA: dict[type, dict[str, Any]] = {
     Settings: {"clinic": ClinicSettings, "sip": SipSettings, "data_dir": Path, "flows": FlowSettings,
                "voices": VoiceSettings, "metrics": MetricsSettings, "recording": RecordingSettings,
-               "silence": SilenceSettings, "security": SecuritySettings, "log": LogSettings},
+               "silence": SilenceSettings, "security": SecuritySettings, "queues": _Named(QueueSettings),
+               "transfers": _transfers, "log": LogSettings},
     ClinicSettings: {"name": _text, "region": _region, "language": _choice("ru", "en"),
-                     "timezone": _timezone},
+                     "timezone": _timezone, "hours": _hours},
+    QueueSettings: {"agents": _agents, "strategy": _choice("ring_all", "longest_idle", "round_robin", "fewest_calls"),
+                    "max_wait": _number(0, 3600), "service_level": _number(1, 600),
+                    "ring_timeout": _number(3, 120), "wrapup": _number(0, 600), "announce_every": _number(0, 600),
+                    "max_missed": _number(0, 100, whole=True), "callback": QueueCallbackSettings},
+    QueueCallbackSettings: {"on_abandon": _bool, "abandon_after": _number(0, 3600),
+                            "window_hours": _number(0, 168), "max_attempts": _number(1, 20, whole=True)},
     SipSettings: {"listen": _host_port("0.0.0.0:5060"), "public_address": _ip, "allow_from": _sip_networks,
                   "codecs": _codecs, "rtp_ports": _rtp_ports, "max_calls": _number(1, 1024, whole=True),
                   "registration": Registration, "dtmf": DtmfSettings},

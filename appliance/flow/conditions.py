@@ -234,6 +234,11 @@ def is_workday(day: date, country: str = "RU") -> bool:
     return day.weekday() < 5 or is_working_weekend(day, country)
 
 
+def in_hours(hours: Mapping[int, tuple[TimeRange, ...]], now: datetime, country: str = "RU") -> bool:
+    """Public for the box settings' opening hours (callbacks, reports): the same rules as a flow's `hours`."""
+    return _in_hours(hours, now, country)
+
+
 def _in_hours(hours: Mapping[int, tuple[TimeRange, ...]], now: datetime, country: str) -> bool:
     day, minute = now.date(), now.hour * 60 + now.minute
     if is_holiday(day, country):
