@@ -1,4 +1,4 @@
-"""Durable facts (calls and their timelines) in SQLite with WAL, through peewee: the one store module."""
+"""The one store module: durable facts (calls, timelines, blocks, queue log, callbacks) in SQLite with WAL."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,9 @@ from typing import Any
 import peewee as pw
 
 from appliance.errors import StoreError
+from appliance.store.blocks import BlocksMixin
+from appliance.store.migrations import MIGRATIONS
+from appliance.store.queue import QueueMixin
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -21,65 +24,6 @@ PRAGMAS = {"journal_mode": "wal", "synchronous": "normal", "foreign_keys": 1, "b
 INTERRUPTED = "interrupted"
 _DTMF = frozenset("0123456789*#ABCD")
 
-
-# --- schema migrations: frozen SQL, never edited once released; append new versions at the end ---------
-
-
-def _m1_create_tables(db: pw.SqliteDatabase) -> None:
-    for sql in (
-        """CREATE TABLE "call" (
-            "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
-            "sip_call_id" TEXT NOT NULL DEFAULT '',
-            "caller" TEXT NOT NULL DEFAULT '',
-            "caller_raw" TEXT NOT NULL DEFAULT '',
-            "called" TEXT NOT NULL DEFAULT '',
-            "source" TEXT NOT NULL DEFAULT '',
-            "flow" TEXT NOT NULL DEFAULT '',
-            "started_at" REAL NOT NULL,
-            "answered_at" REAL,
-            "ended_at" REAL,
-            "outcome" TEXT,
-            "digits" TEXT NOT NULL DEFAULT '',
-            "recording" TEXT,
-            "end_reason" TEXT NOT NULL DEFAULT '')""",
-        'CREATE INDEX "call_started_at" ON "call" ("started_at")',
-        'CREATE INDEX "call_open" ON "call" ("outcome") WHERE "outcome" IS NULL',
-        """CREATE TABLE "call_event" (
-            "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
-            "call_id" INTEGER NOT NULL REFERENCES "call" ("id") ON DELETE CASCADE,
-            "at" REAL NOT NULL,
-            "kind" TEXT NOT NULL,
-            "detail" TEXT NOT NULL DEFAULT '')""",
-        'CREATE INDEX "call_event_call_id" ON "call_event" ("call_id")',
-    ):
-        db.execute_sql(sql)
-
-
-def _m2_blocks_and_marks(db: pw.SqliteDatabase) -> None:
-    for sql in (
-        """CREATE TABLE "block" (
-            "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
-            "pattern" TEXT NOT NULL,
-            "reason" TEXT NOT NULL DEFAULT '',
-            "source" TEXT NOT NULL DEFAULT 'manual',
-            "created_at" REAL NOT NULL,
-            "expires_at" REAL,
-            "removed_at" REAL)""",
-        'CREATE INDEX "block_pattern" ON "block" ("pattern")',
-        """CREATE TABLE "abuse_mark" (
-            "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
-            "number" TEXT NOT NULL,
-            "call_id" INTEGER REFERENCES "call" ("id") ON DELETE SET NULL,
-            "at" REAL NOT NULL,
-            "kind" TEXT NOT NULL)""",
-        'CREATE INDEX "abuse_mark_number" ON "abuse_mark" ("number", "at")',
-        'CREATE INDEX "call_caller_started" ON "call" ("caller", "started_at")',
-    ):
-        db.execute_sql(sql)
-
-
-# index + 1 == version
-MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [_m1_create_tables, _m2_blocks_and_marks]
 
 
 # --- models, bound per Store instance (several stores may live in one process) -----------------------
@@ -162,7 +106,7 @@ def _chmod_quietly(path: Path, mode: int) -> None:
         _LOGGER.warning("cannot set mode %o on %s: %s", mode, path, exc)
 
 
-class Store:
+class Store(BlocksMixin, QueueMixin):
     """Every durable fact goes through here. Writes are synchronous; run them on one writer thread.
 
     Reads may come from other threads (each thread gets its own SQLite connection; WAL lets readers
@@ -367,51 +311,6 @@ class Store:
             .tuples()
         )
         return {outcome: int(n) for outcome, n in query}
-
-    # --- blocklist and abuse marks (decisions live in appliance.security.blocklist) ---------------------
-
-    def add_block(self, pattern: str, reason: str, source: str, at: float, expires_at: float | None = None) -> int:
-        with self._db.atomic():
-            cur = self._db.execute_sql(
-                'INSERT INTO "block" (pattern, reason, source, created_at, expires_at) VALUES (?, ?, ?, ?, ?)',
-                (pattern, reason, source, at, expires_at))
-        return int(cur.lastrowid)
-
-    def remove_block(self, pattern: str, at: float) -> int:
-        """Lift every active entry for exactly this pattern; returns how many were lifted."""
-        with self._db.atomic():
-            cur = self._db.execute_sql(
-                'UPDATE "block" SET removed_at = ? WHERE pattern = ? AND removed_at IS NULL '
-                "AND (expires_at IS NULL OR expires_at > ?)", (at, pattern, at))
-        return int(cur.rowcount)
-
-    def active_blocks(self, now: float) -> list[dict[str, Any]]:
-        cur = self._db.execute_sql(
-            'SELECT id, pattern, reason, source, created_at, expires_at FROM "block" WHERE removed_at IS NULL '
-            "AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at", (now,))
-        keys = ("id", "pattern", "reason", "source", "created_at", "expires_at")
-        return [dict(zip(keys, row, strict=True)) for row in cur.fetchall()]
-
-    def count_blocks(self, pattern: str, source: str) -> int:
-        """How many blocks of this kind the pattern ever had (auto blocks escalate on repeat)."""
-        cur = self._db.execute_sql('SELECT COUNT(*) FROM "block" WHERE pattern = ? AND source = ?',
-                                   (pattern, source))
-        return int(cur.fetchone()[0])
-
-    def call_times_from(self, caller: str, since: float) -> list[float]:
-        cur = self._db.execute_sql('SELECT started_at FROM "call" WHERE caller = ? AND started_at >= ?',
-                                   (caller, since))
-        return [row[0] for row in cur.fetchall()]
-
-    def add_mark(self, number: str, call_id: int | None, at: float, kind: str) -> None:
-        with self._db.atomic():
-            self._db.execute_sql('INSERT INTO "abuse_mark" (number, call_id, at, kind) VALUES (?, ?, ?, ?)',
-                                 (number, call_id, at, kind))
-
-    def mark_times(self, number: str, kind: str, since: float) -> list[float]:
-        cur = self._db.execute_sql('SELECT at FROM "abuse_mark" WHERE number = ? AND kind = ? AND at >= ?',
-                                   (number, kind, since))
-        return [row[0] for row in cur.fetchall()]
 
     def _dicts(self, query: Iterable[Any]) -> list[dict[str, Any]]:
         CallEvent = self.CallEvent

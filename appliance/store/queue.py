@@ -1,0 +1,84 @@
+"""Store part: the queue log (like Asterisk's queue_log) and callback requests, both written before acting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, fields
+from typing import Any
+
+from appliance.acd.callbacks import Callback, CallbackState
+from appliance.acd.model import QueueEvent, QueueLogRecord
+
+_LOG_COLUMNS = tuple(f.name for f in fields(QueueLogRecord))
+_CB_COLUMNS = tuple(f.name for f in fields(Callback))
+
+
+class QueueMixin:
+    _db: Any
+
+    def write_acd(self, records: Iterable[QueueLogRecord] = (), callbacks: Iterable[Callback] = ()) -> None:
+        """One transaction: queue events and callback rows are durable before the box acts on them."""
+        records, callbacks = list(records), list(callbacks)
+        if not records and not callbacks:
+            return
+        with self._db.atomic():
+            for r in records:
+                row = asdict(r)
+                row["event"] = str(r.event)
+                self._db.execute_sql(
+                    f'INSERT INTO "queue_log" ({", ".join(_LOG_COLUMNS)}) '
+                    f'VALUES ({", ".join("?" for _ in _LOG_COLUMNS)})', tuple(row[c] for c in _LOG_COLUMNS))
+            for cb in callbacks:
+                row = asdict(cb)
+                row["state"] = str(cb.state)
+                self._db.execute_sql(
+                    f'INSERT OR REPLACE INTO "callback" ({", ".join(_CB_COLUMNS)}) '
+                    f'VALUES ({", ".join("?" for _ in _CB_COLUMNS)})', tuple(row[c] for c in _CB_COLUMNS))
+
+    def queue_log(self, start: float, end: float, queue: str | None = None) -> list[QueueLogRecord]:
+        sql = f'SELECT {", ".join(_LOG_COLUMNS)} FROM "queue_log" WHERE at >= ? AND at < ?'
+        args: list[Any] = [start, end]
+        if queue is not None:
+            sql += " AND queue = ?"
+            args.append(queue)
+        rows = self._db.execute_sql(sql + " ORDER BY at, id", args).fetchall()
+        out = []
+        for row in rows:
+            data = dict(zip(_LOG_COLUMNS, row, strict=True))
+            data["event"] = QueueEvent(data["event"])
+            out.append(QueueLogRecord(**data))
+        return out
+
+    def last_callback_at(self, number: str) -> float | None:
+        row = self._db.execute_sql(
+            'SELECT MAX(at) FROM "queue_log" WHERE number = ? AND event = ?',
+            (number, str(QueueEvent.CALLBACK_SCHEDULED))).fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    def callbacks(self, states: Iterable[CallbackState] | None = None) -> list[Callback]:
+        sql = f'SELECT {", ".join(_CB_COLUMNS)} FROM "callback"'
+        args: list[Any] = []
+        if states is not None:
+            wanted = [str(s) for s in states]
+            sql += f' WHERE state IN ({", ".join("?" for _ in wanted)})'
+            args = wanted
+        rows = self._db.execute_sql(sql + " ORDER BY created_at", args).fetchall()
+        out = []
+        for row in rows:
+            data = dict(zip(_CB_COLUMNS, row, strict=True))
+            data["state"] = CallbackState(data["state"])
+            out.append(Callback(**data))
+        return out
+
+    def callback_counts(self) -> dict[str, int]:
+        rows = self._db.execute_sql('SELECT state, COUNT(*) FROM "callback" GROUP BY state').fetchall()
+        return {state: count for state, count in rows}
+
+    def reset_interrupted_callbacks(self, at: float) -> int:
+        """After a restart a callback caught mid-dial is pending again (its legs died with the process)."""
+        with self._db.atomic():
+            cur = self._db.execute_sql(
+                'UPDATE "callback" SET state = ?, updated_at = ?, detail = ? WHERE state IN (?, ?)',
+                (str(CallbackState.PENDING), at, "box restarted while dialling",
+                 str(CallbackState.DIALING_AGENT), str(CallbackState.DIALING_PATIENT)))
+        return int(cur.rowcount)
