@@ -212,6 +212,28 @@ def cmd_block(args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import date
+    from zoneinfo import ZoneInfo
+
+    from appliance import report
+
+    try:
+        day = date.fromisoformat(args.day) if args.day else date.today()
+    except ValueError:
+        print(f"E120: --day {args.day!r} is not a date; use YYYY-MM-DD", file=sys.stderr)
+        return 1
+    settings, store = _open_store(args)
+    try:
+        data = report.build(store, settings, day)
+    finally:
+        store.close()
+    tz = ZoneInfo(settings.clinic.timezone)
+    out = report.as_csv if args.csv else report.as_text
+    print(out(data, tz, args.full_numbers))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from appliance.demo import run_demo
 
@@ -266,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     blist = bsub.add_parser("list", help="numbers blocked now")
     blist.add_argument("--json", action="store_true")
     block.set_defaults(func=cmd_block)
+
+    rep = sub.add_parser("report", help="a day's service level, abandoned calls and callbacks")
+    rep.add_argument("--day", help="YYYY-MM-DD (default: today)")
+    rep.add_argument("--csv", action="store_true")
+    rep.add_argument("--full-numbers", action="store_true")
+    rep.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="start a box on 127.0.0.1 and call it from a built-in softphone")
     demo.add_argument("--digits", default="51", help="digits the demo caller presses")
