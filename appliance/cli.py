@@ -295,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--full-numbers", action="store_true")
     rep.set_defaults(func=cmd_report)
 
+    from appliance.speech.model_cli import add_models_parser
+
+    add_models_parser(sub, _settings)
+
     demo = sub.add_parser("demo", help="start a box on 127.0.0.1 and call it from a built-in softphone")
     demo.add_argument("--digits", default="51", help="digits the demo caller presses")
     demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
