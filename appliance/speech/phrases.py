@@ -42,6 +42,9 @@ def waited(seconds: float, language: str = "ru") -> str:
     """For the receptionist before a callback: 'ждал три минуты'."""
     minutes = max(1, round(seconds / 60))
     if language == "ru":
-        words = num2words(minutes, lang="ru", gender="f", case="a")  # accusative: "ждал одну минуту"
+        words = num2words(minutes, lang="ru", gender="f")
+        # Accusative of an inanimate noun: only "одна" changes ("ждал одну минуту", "две минуты").
+        if words.endswith("одна"):
+            words = words[:-4] + "одну"
         return f"{words} {_ru_plural(minutes, 'минуту', 'минуты', 'минут')}"
     return f"{num2words(minutes, lang='en')} minute{'s' if minutes != 1 else ''}"
