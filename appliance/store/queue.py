@@ -49,6 +49,18 @@ class QueueMixin:
             out.append(QueueLogRecord(**data))
         return out
 
+    def wait_histogram(self, queue: str, buckets: list[float]) -> tuple[int, float, list[int]]:
+        """All-time (count, sum, cumulative counts per bucket) of waits of calls that left ``queue``."""
+        from appliance.acd.stats import OUTCOMES
+
+        events = tuple(str(e) for e in OUTCOMES)
+        cases = ", ".join("SUM(CASE WHEN COALESCE(wait, 0) <= ? THEN 1 ELSE 0 END)" for _ in buckets)
+        row = self._db.execute_sql(
+            f'SELECT COUNT(*), COALESCE(SUM(wait), 0), {cases} FROM "queue_log" '
+            f'WHERE queue = ? AND event IN ({", ".join("?" for _ in events)})',
+            (*buckets, queue, *events)).fetchone()
+        return int(row[0]), float(row[1]), [int(c or 0) for c in row[2:]]
+
     def last_callback_at(self, number: str) -> float | None:
         row = self._db.execute_sql(
             'SELECT MAX(at) FROM "queue_log" WHERE number = ? AND event = ?',
