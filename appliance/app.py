@@ -41,10 +41,12 @@ class StoreWriter:
 class FlowSet:
     """The last good flows. A broken file is rejected with a clear log line; the old flows keep serving."""
 
-    def __init__(self, directory: Path, main: str, prompt_ids: dict[str, set[str]]) -> None:
+    def __init__(self, directory: Path, main: str, prompt_ids: dict[str, set[str]],
+                 defaults: dict[str, Any] | None = None) -> None:
         self.directory = directory
         self.main = main
         self.prompt_ids = prompt_ids
+        self.defaults = defaults or {}  # the box settings' silence/DTMF defaults; a flow's own values win
         self.flows: dict[str, Any] = {}
         self._stamp: tuple[tuple[str, float], ...] = ()
 
@@ -57,7 +59,7 @@ class FlowSet:
         from appliance.flow import load_flows
 
         stamp = self._mtimes()
-        flows = load_flows(self.directory, self.prompt_ids)
+        flows = load_flows(self.directory, self.prompt_ids, self.defaults)
         if self.main not in flows:
             raise FlowError(f"{self.directory}: main flow '{self.main}' not found; "
                             f"available: {', '.join(sorted(flows)) or 'none'} (settings flows.main)")
@@ -149,7 +151,9 @@ class App:
             variables={"clinic_name": s.clinic.name},
         )
         ids = {lang: set(items) for lang, items in catalog.items()}
-        self.flowset = FlowSet(s.flows.dir, s.flows.main, ids)
+        defaults = {"no_input_timeout": s.silence.no_input_timeout, "retries": s.silence.retries,
+                    "interdigit_timeout": s.sip.dtmf.interdigit_timeout}
+        self.flowset = FlowSet(s.flows.dir, s.flows.main, ids, defaults)
         self.flowset.load()
 
     def _build_telephony(self) -> Any:
@@ -168,6 +172,7 @@ class App:
                 allow=sip.allows,
                 registration=sip.registration,
                 log_level=1 if self.settings.log.level != "DEBUG" else 4,
+                dead_line_timeout=self.settings.silence.dead_line_timeout,
             )
         )
 
@@ -297,6 +302,7 @@ class App:
             now=flow_clock(tz),
             recordings_dir=(Path(s.data_dir) / "recordings") if record else None,
             region=s.clinic.region,
+            security=s.security,
         )
 
     async def _shutdown(self, drain_seconds: float = 20.0) -> None:

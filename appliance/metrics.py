@@ -46,3 +46,24 @@ FLOW_RELOADS = Counter(
     "registratura_flow_reloads", "Flow reloads by result (ok, rejected)", ["result"], registry=REGISTRY
 )
 UP_SINCE = Gauge("registratura_start_time_seconds", "Unix time the service started", registry=REGISTRY)
+# Audio quality of ended calls, from pjmedia's stream statistics (read when a call's audio stream ends).
+RTP_PACKETS = Counter(
+    "registratura_rtp_packets", "RTP packets of ended calls' audio streams, by direction (rx, tx)",
+    ["direction"], registry=REGISTRY,
+)
+RTP_RX_ISSUES = Counter(
+    "registratura_rtp_rx_issues",
+    "Received RTP packets of ended calls that were lost, discarded, duplicated or reordered (pjmedia RTCP stats)",
+    ["kind"], registry=REGISTRY,
+)
+JITTER_BUFFER_FRAMES = Counter(
+    "registratura_jitter_buffer_frames",
+    "Jitter buffer events of ended calls, in codec frames: lost (missing at playout), discarded (arrived too late, "
+    "overflow, or dropped to shrink the delay), empty (a frame was due and none had arrived, start-up included)",
+    ["event"], registry=REGISTRY,
+)
+SCREENED_CALLS = Counter(
+    "registratura_screened_calls",
+    "Calls refused by screening before any flow (blocked, auto_block, withheld), each heard a short notice",
+    ["reason"], registry=REGISTRY,
+)

@@ -35,6 +35,8 @@ class SessionDeps:
     recordings_dir: Path | None  # None = do not record
     region: str = "RU"
     max_call_seconds: float = 3600.0
+    security: Any = None  # settings.SecuritySettings; None = no screening
+    queues: Any = None  # acd.service.QueueService; None = no queues configured
 
 
 class CallSession:
@@ -59,6 +61,9 @@ class CallSession:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._playback_ids = 100000  # ids for plays the session makes itself (goodbyes on errors)
         self.task: asyncio.Task[None] | None = None
+        self._said_no_asr = False
+        self.verdict: Any = None  # screening result: the caller is refused politely
+        self.queued = False  # handed to a queue: DTMF, playback ends and the hang-up go there
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -73,6 +78,10 @@ class CallSession:
 
     async def _db(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await self.deps.store.run(func, *args, **kwargs)
+
+    async def note(self, kind: str, detail: str = "") -> None:
+        """A line for this call's timeline (the queue service writes through this too)."""
+        await self._note(kind, detail)
 
     async def _note(self, kind: str, detail: str = "") -> None:
         if self.record_id is not None:
@@ -127,6 +136,15 @@ class CallSession:
         )
         metrics.CALLS_STARTED.inc()
         metrics.ACTIVE_CALLS.inc()
+        if self.deps.security is not None:
+            from appliance.security.screening import screen
+
+            # On the writer thread: an automatic block is stored before it is acted on.
+            self.verdict = await self._db(screen, self.deps.store.store, self.deps.security, self.caller, time.time())
+            if self.verdict is not None:
+                metrics.SCREENED_CALLS.labels(self.verdict.reason).inc()
+                await self._note("blocked", f"{self.verdict.reason}: {self.verdict.detail}")
+                _LOGGER.info("call %s from %s refused: %s", self.call_id, mask(self.caller), self.verdict.reason)
         _LOGGER.info("call %s from %s to %s: answering with flow %s", self.call_id, mask(self.caller),
                      o.called or "-", self.flow_name)
         await self.deps.telephony.answer(self.call_id)
@@ -158,8 +176,24 @@ class CallSession:
                 await self._step(event)
         elif isinstance(event, ev.CallEnded):
             await self._ended(event)
+        elif isinstance(event, ev.LineSilent):
+            await self._line_silent(event)
         elif self.state is not None:
             await self._step(event)
+
+    async def _line_silent(self, event: ev.LineSilent) -> None:
+        """A dead line. The engine notes it and hangs up (outcome silent); once the flow has ended (handed to
+        a queue that is not there yet, say) the session hangs up itself. A goodbye already playing is left
+        to finish: the box hangs up after it anyway."""
+        _LOGGER.info("call %s: no audio from the line for %.0f s: hanging up", self.call_id, event.seconds)
+        if self.hangup_after is not None:
+            return
+        if self.state is not None and not getattr(self.state, "finished", False):
+            await self._step(event)
+            return
+        await self._note("line_silent", f"{event.seconds:.0f} s without audio")
+        self.outcome = self.outcome or "silent"
+        await self._safe_hangup()
 
     async def _answered(self) -> None:
         self.answered_at = time.time()
@@ -174,6 +208,9 @@ class CallSession:
             except (OSError, RegistraturaError) as exc:
                 _LOGGER.warning("call %s: recording not started: %s", self.call_id, exc)
                 await self._note("recording", f"not started: {exc}")
+        if self.verdict is not None:  # refused callers hear a short neutral message and never reach a flow
+            await self._do(ev.Hangup("blocked", (self.verdict.prompt,)))
+            return
         ctx = self.deps.engine.CallContext(
             caller=self.caller, withheld=is_withheld(self.caller), called=self.offered.called, variables={}
         )
@@ -260,7 +297,11 @@ class CallSession:
                 await tel.play(self.call_id, files, self.hangup_after)
             else:
                 await self._safe_hangup()
-        elif isinstance(action, ev.Transfer | ev.Enqueue | ev.RequestCallback | ev.Listen):
+        elif isinstance(action, ev.Listen):
+            if not self._said_no_asr:
+                self._said_no_asr = True
+                await self._note("listen", "no ASR installed: spoken choices disabled, keys only")
+        elif isinstance(action, ev.Transfer | ev.Enqueue | ev.RequestCallback):
             # Queue, transfers, callbacks and speech arrive with their own issues; until then the
             # timeline says plainly what the flow asked for.
             await self._note("unsupported", repr(action))

@@ -157,7 +157,7 @@ class RecordingSettings:
 class SilenceSettings:
     no_input_timeout: float = 6.0
     retries: int = 2
-    dead_line_timeout: float = 30.0
+    dead_line_timeout: float = 120.0  # long: a caller may listen in silence; gateways that send digital silence exist
 
 
 @dataclass(frozen=True)

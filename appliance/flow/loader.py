@@ -22,6 +22,9 @@ from appliance.flow.source import NODE_ID, Fields, SourceFile, suggest
 __all__ = ["graph", "load_flow", "load_flows", "validate_dir"]
 
 Prompts = Mapping[str, set[str]] | Mapping[str, Any]  # language -> prompt ids (any container of ids)
+# What the box settings may preset for every flow (silence.no_input_timeout, silence.retries,
+# sip.dtmf.interdigit_timeout); a flow file's own top-level value wins.
+DEFAULTABLE = ("no_input_timeout", "interdigit_timeout", "retries")
 
 _TOP_REQUIRED = ("language", "start", "nodes")
 _TOP_OPTIONAL = (
@@ -40,7 +43,9 @@ _TOP_OPTIONAL = (
 # ------------------------------------------------------------------------------------------- whole files
 
 
-def _check_file(path: Path, prompts: Prompts | None) -> tuple[Flow | None, list[str]]:
+def _check_file(
+    path: Path, prompts: Prompts | None, defaults: Mapping[str, Any] | None = None
+) -> tuple[Flow | None, list[str]]:
     """Parse and check one file; returns the flow (None if it could not be built) and the problems."""
     f = SourceFile(path)
     try:
@@ -79,7 +84,7 @@ def _check_file(path: Path, prompts: Prompts | None) -> tuple[Flow | None, list[
     for key in _TOP_REQUIRED:
         if key not in top:
             f.err(1, None, f"missing top-level key '{key}'", f"add {key}: ... at the top of the file")
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = {k: v for k, v in (defaults or {}).items() if k in DEFAULTABLE and v is not None}
     for key in ("no_input_timeout", "interdigit_timeout"):
         if (value := t.number(key)) is not None:
             settings[key] = float(value)
@@ -212,15 +217,17 @@ def _check_subflows(flows: dict[str, Flow], names: set[str]) -> list[str]:
     return problems
 
 
-def load_flow(path: Path | str, prompts: Prompts | None = None) -> Flow:
+def load_flow(path: Path | str, prompts: Prompts | None = None, defaults: Mapping[str, Any] | None = None) -> Flow:
     """Load one flow file (subflow names are checked only by ``load_flows``); raise FlowError."""
-    flow, problems = _check_file(Path(path), prompts)
+    flow, problems = _check_file(Path(path), prompts, defaults)
     if problems or flow is None:
         raise FlowError("\n".join(problems))
     return flow
 
 
-def _load_dir(directory: Path | str, prompts: Prompts | None) -> tuple[dict[str, Flow], list[str]]:
+def _load_dir(
+    directory: Path | str, prompts: Prompts | None, defaults: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Flow], list[str]]:
     directory = Path(directory)
     if not directory.is_dir():
         return {}, [f"{directory}: not a directory; pass the folder holding the *.yaml flow files"]
@@ -230,7 +237,7 @@ def _load_dir(directory: Path | str, prompts: Prompts | None) -> tuple[dict[str,
     flows: dict[str, Flow] = {}
     problems: list[str] = []
     for path in files:
-        flow, found = _check_file(path, prompts)
+        flow, found = _check_file(path, prompts, defaults)
         problems.extend(found)
         if flow is not None:
             flows[flow.name] = flow
@@ -238,9 +245,13 @@ def _load_dir(directory: Path | str, prompts: Prompts | None) -> tuple[dict[str,
     return flows, problems
 
 
-def load_flows(directory: Path | str, prompts: Prompts | None = None) -> dict[str, Flow]:
-    """Load every ``*.yaml`` in ``directory`` (name = file stem); raise FlowError listing all problems."""
-    flows, problems = _load_dir(directory, prompts)
+def load_flows(
+    directory: Path | str, prompts: Prompts | None = None, defaults: Mapping[str, Any] | None = None
+) -> dict[str, Flow]:
+    """Load every ``*.yaml`` in ``directory`` (name = file stem); raise FlowError listing all problems.
+
+    ``defaults`` (keys of DEFAULTABLE) replace the built-in defaults for files that do not set them."""
+    flows, problems = _load_dir(directory, prompts, defaults)
     if problems:
         raise FlowError("\n".join(problems))
     return flows

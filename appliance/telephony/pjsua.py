@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import itertools
 import logging
 import os
@@ -19,6 +20,7 @@ import re
 import sys
 import threading
 import time
+import wave
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from typing import Any
 
 import pjsua2 as pj
 
+from appliance import metrics
 from appliance.errors import TelephonyError
 from appliance.events import (
     CallAnswered,
@@ -37,6 +40,7 @@ from appliance.events import (
     InviteRejected,
     PlaybackDone,
 )
+from appliance.speech.vad import EnergyVad, LineWatch
 from appliance.telephony.base import StackInfo
 from appliance.telephony.sipmsg import parse_invite, uri_user
 
@@ -50,6 +54,9 @@ _DTMF_METHODS = {
 _LONG_DIGITS = re.compile(r"\+?\d{5,}")
 _PORT_REMOVAL_S = 0.08  # a few conference clock ticks (20 ms each)
 _POLL_MS = 5  # how long the pj thread waits for SIP events before it checks the command queue
+_PLAYLIST_BUFSIZE = 4000  # PJMEDIA_FILE_PORT_BUFSIZE: a playlist reads its files ahead in chunks this big
+_FRAME_USEC = 20000  # the conference bridge's frame (ptime)
+_TAP_EVERY = 5  # the audio watch looks at one 20 ms frame in five: energy needs no more
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,7 @@ class StackConfig:
     user: str = "registratura"
     registration: Any = None  # settings.Registration or None
     log_level: int = 2  # pjsip's own log level routed into logging (numbers masked)
+    dead_line_timeout: float | None = None  # watch incoming audio (VAD, dead line); None = no watch (softphone)
 
 
 def _mask(line: str) -> str:
@@ -87,20 +95,107 @@ class _LogWriter(pj.LogWriter):
             _LOGGER.debug("pjsip: %s", msg)
 
 
-class _Player(pj.AudioMediaPlayer):
-    """A playlist that tells the loop when it reached its end (called on the media clock thread)."""
+def _unplayed_at_eof(paths: Sequence[str]) -> float:
+    """Seconds of audio a playlist still holds when pjmedia reports its end.
 
-    def __init__(self, adapter: PjsuaTelephony, call_id: str, playback_id: int) -> None:
+    pjmedia raises the EOF when it *reads* the last chunk of the last file, which has yet to be played:
+    without waiting for it, the next prompt (which replaces the player) or the hang-up after a goodbye cuts
+    up to a quarter of a second off the end of every prompt."""
+    sizes, rate = [], 0
+    try:
+        for path in paths:
+            with wave.open(path, "rb") as w:
+                width = w.getsampwidth() * w.getnchannels()
+                sizes.append(w.getnframes() * width)
+                rate = w.getframerate() * width
+    except (OSError, EOFError, wave.Error):
+        return 0.0
+    buf = min([_PLAYLIST_BUFSIZE, *sizes])  # the buffer shrinks to the shortest file
+    return (sum(sizes) % buf) / rate if buf and rate else 0.0
+
+
+class _Player(pj.AudioMediaPlayer):
+    """A playlist that tells the loop when it has played to its end (called on a pjmedia thread)."""
+
+    def __init__(self, adapter: PjsuaTelephony, call_id: str, playback_id: int, tail: float = 0.0) -> None:
         super().__init__()
         self.adapter = adapter
         self.call_id = call_id
         self.playback_id = playback_id
+        self.tail = tail  # audio still buffered when pjmedia says EOF
         self.finished = False
 
     def onEof2(self) -> None:  # noqa: N802 (pjsua2 name)
         if not self.finished:
             self.finished = True
-            self.adapter._emit(PlaybackDone(self.call_id, self.playback_id))
+            self.adapter._emit(PlaybackDone(self.call_id, self.playback_id), delay=self.tail)
+
+
+_VECTOR = ctypes.c_void_p * 2  # std::vector<unsigned char> starts with (begin, end) in libstdc++ and libc++
+
+
+def _vector_bytes_fast(vec: Any) -> bytes:
+    begin, end = _VECTOR.from_address(int(vec.this))
+    if not begin or not end or not 0 < end - begin <= 65536:
+        return b""
+    return ctypes.string_at(begin, end - begin)
+
+
+def _vector_bytes_slow(vec: Any) -> bytes:
+    return bytes(vec)
+
+
+@functools.cache
+def _pick_vector_reader() -> Callable[[Any], bytes]:
+    """SWIG copies a ByteVector to bytes one element at a time (~200 µs for a 20 ms frame); reading the
+    vector's two pointers takes ~10 µs. The layout is checked once on a vector we fill ourselves; if it
+    does not hold, the slow copy is used."""
+    probe = bytes(range(1, 251))
+    try:
+        if _vector_bytes_fast(pj.ByteVector(list(probe))) == probe:
+            return _vector_bytes_fast
+    except Exception:  # noqa: BLE001 - any doubt: the safe copy
+        pass
+    return _vector_bytes_slow
+
+
+class _AudioTap(pj.AudioMediaPort):
+    """The caller's audio for the VAD and the dead-line watch.
+
+    ``onFrameReceived`` runs on the media clock thread for every 20 ms frame: it looks at one frame in
+    ``every``, copies its bytes, feeds the pure ``LineWatch`` and hands the events it returns to the loop.
+    No logging per frame and no pjsua2 calls here.
+    """
+
+    def __init__(self, adapter: PjsuaTelephony, watch: LineWatch, every: int = _TAP_EVERY) -> None:
+        super().__init__()
+        self.reader = _pick_vector_reader()
+        self.adapter = adapter
+        self.watch = watch
+        self.every = every
+        self.seconds = every * _FRAME_USEC / 1e6
+        self.count = 0
+        self.closed = False
+        self.poked = False  # set from the DTMF callback: a sign of life that is not audio
+
+    def onFrameReceived(self, frame: Any) -> None:  # noqa: N802 (pjsua2 name; media clock thread)
+        if self.closed:
+            return
+        self.count += 1
+        if self.count % self.every:
+            return
+        try:
+            if self.poked:
+                self.poked = False
+                self.watch.activity()
+            data = b""
+            if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and frame.size:
+                data = self.reader(frame.buf)
+            for event in self.watch.feed(data, self.seconds):
+                self.adapter._emit(event)
+        except Exception:  # an exception must never reach pjmedia; say it once and stop watching
+            self.closed = True
+            _LOGGER.exception("call %s: audio watch failed and is off for this call", self.watch.call_id)
 
 
 @dataclass
@@ -114,8 +209,10 @@ class _CallRec:
     player: Any = None
     recorder: Any = None
     recorder_pending: Path | None = None
+    tap: Any = None  # _AudioTap: the caller's audio for VAD / dead-line detection
     hung_up_by_box: bool = False
     answered_sent: bool = False
+    stats_counted: bool = False  # RTP stats taken before the box hung up (no onStreamDestroyed then)
     peers: list[str] = field(default_factory=list)
 
 
@@ -124,6 +221,7 @@ class _Call(pj.Call):
         super().__init__(account, pj_call_id)
         self.adapter = adapter
         self.box_id = ""
+        self.tap: _AudioTap | None = None
 
     def onCallState(self, prm: Any) -> None:  # noqa: N802  (pj thread)
         self.adapter._on_call_state(self)
@@ -131,8 +229,16 @@ class _Call(pj.Call):
     def onCallMediaState(self, prm: Any) -> None:  # noqa: N802  (pj thread)
         self.adapter._on_media_state(self)
 
+    def onStreamDestroyed(self, prm: Any) -> None:  # noqa: N802  (pj thread; not called when the box hangs up)
+        rec = self.adapter._calls.get(self.box_id)
+        if rec is not None and not rec.stats_counted:
+            self.adapter._count_stream_stats(self, int(prm.streamIdx))
+
     def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802  (pj or media thread: only emit)
         method = _DTMF_METHODS.get(prm.method, "inband")
+        tap = self.tap
+        if tap is not None:
+            tap.poked = True  # a dead line sends no digits
         self.adapter._emit(DtmfReceived(self.box_id, prm.digit, method))
 
 
@@ -175,7 +281,9 @@ def _quiet_stdout() -> Iterator[None]:
 
 def call_capacity() -> int:
     """What pjsua really allows after libInit: the build's PJSUA_MAX_CALLS caps uaConfig.maxCalls."""
-    import pjsua2._pjsua2 as native
+    # The PyPI wheel is a package (pjsua2/_pjsua2.so), our own build a top-level pjsua2.py + _pjsua2.so;
+    # SWIG's pjsua2.py binds the native module as `_pjsua2` in both layouts.
+    native = pj._pjsua2
 
     lib = ctypes.CDLL(native.__file__)
     return int(lib.pjsua_call_get_max_count())
@@ -358,13 +466,16 @@ class PjsuaTelephony:
 
     # ------------------------------------------------------------------------------ callbacks (pj thread)
 
-    def _emit(self, event: Event) -> None:
-        """Hand an event to the loop. Safe from any thread; never blocks."""
+    def _emit(self, event: Event, delay: float = 0.0) -> None:
+        """Hand an event to the loop (``delay`` seconds later). Safe from any thread; never blocks."""
         loop, handler = self._loop, self._on_event
         if loop is None or handler is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(handler, event)
+            if delay > 0:
+                loop.call_soon_threadsafe(loop.call_later, delay, handler, event)
+            else:
+                loop.call_soon_threadsafe(handler, event)
         except RuntimeError:  # loop closed while we were shutting down
             pass
 
@@ -455,14 +566,41 @@ class PjsuaTelephony:
             return
         if rec.player is not None:
             rec.player.startTransmit(rec.media)
+        if rec.incoming and self.config.dead_line_timeout is not None:
+            self._start_tap(rec, call)
         if rec.recorder_pending is not None:
             self._start_recorder(rec, rec.recorder_pending)
         if not rec.answered_sent:
             rec.answered_sent = True
             self._emit(CallAnswered(rec.call_id))
 
+    def _start_tap(self, rec: _CallRec, call: _Call) -> None:
+        if rec.tap is None:
+            watch = LineWatch(rec.call_id, EnergyVad(), self.config.dead_line_timeout)
+            tap = _AudioTap(self, watch)
+            fmt = pj.MediaFormatAudio()
+            fmt.init(pj.PJMEDIA_FORMAT_PCM, self.config.clock_rate, 1, _FRAME_USEC, 16)
+            try:
+                tap.createPort(f"watch-{rec.call_id}", fmt)
+            except pj.Error as exc:
+                _LOGGER.warning("call %s: no audio watch (VAD, dead line): %s", rec.call_id, exc.info())
+                return
+            rec.tap = call.tap = tap
+        rec.media.startTransmit(rec.tap)  # again after a re-INVITE: the media object may be new
+
     def _release_media(self, rec: _CallRec) -> None:
         self._stop_player(rec)
+        if rec.tap is not None:
+            tap, rec.tap = rec.tap, None
+            tap.closed = True
+            if isinstance(rec.call, _Call):
+                rec.call.tap = None
+            try:
+                if rec.media is not None:
+                    rec.media.stopTransmit(tap)
+            except pj.Error:
+                pass
+            del tap  # pjsua2 >= 2.14 guards the port with a group lock: safe to drop mid-tick
         if rec.recorder is not None:
             recorder, rec.recorder = rec.recorder, None
             del recorder  # closing the recorder finalises the WAV header
@@ -493,10 +631,41 @@ class PjsuaTelephony:
     def _hangup_all(self) -> None:
         for rec in list(self._calls.values()):
             rec.hung_up_by_box = True
+            self._count_stream_stats(rec.call)
             try:
                 rec.call.hangup(pj.CallOpParam())
             except pj.Error:
                 pass
+
+    def _count_stream_stats(self, call: Any, index: int | None = None) -> None:
+        """Add an ending call's RTP and jitter-buffer statistics to the metrics (pj thread, once per stream).
+
+        From onStreamDestroyed when the caller hangs up, and just before the box hangs up (pjsua then
+        destroys the stream without that callback)."""
+        rec = self._calls.get(getattr(call, "box_id", ""))
+        if rec is not None:
+            if rec.stats_counted:
+                return
+            if index is None:
+                rec.stats_counted = True
+        try:
+            indexes = [index] if index is not None else [
+                i for i, m in enumerate(call.getInfo().media) if m.type == pj.PJMEDIA_TYPE_AUDIO]
+        except pj.Error:
+            return
+        for i in indexes:
+            try:
+                stat = call.getStreamStat(i)
+            except pj.Error:
+                continue  # no stream (never answered)
+            rx, jb = stat.rtcp.rxStat, stat.jbuf
+            metrics.RTP_PACKETS.labels("rx").inc(rx.pkt)
+            metrics.RTP_PACKETS.labels("tx").inc(stat.rtcp.txStat.pkt)
+            for kind, value in (("lost", rx.loss), ("discarded", rx.discard), ("duplicate", rx.dup),
+                                ("reordered", rx.reorder)):
+                metrics.RTP_RX_ISSUES.labels(kind).inc(value)
+            for event, value in (("lost", jb.lost), ("discarded", jb.discard), ("empty", jb.empty)):
+                metrics.JITTER_BUFFER_FRAMES.labels(event).inc(value)
 
     # ------------------------------------------------------------------------------------ commands
 
@@ -527,6 +696,7 @@ class PjsuaTelephony:
             if rec is None:
                 return
             rec.hung_up_by_box = True
+            self._count_stream_stats(rec.call)
             op = pj.CallOpParam()
             if status_code:
                 op.statusCode = status_code
@@ -543,7 +713,7 @@ class PjsuaTelephony:
         def run() -> None:
             rec = self._rec(call_id)
             self._stop_player(rec)
-            player = _Player(self, call_id, playback_id)
+            player = _Player(self, call_id, playback_id, _unplayed_at_eof(paths))
             player.createPlaylist(paths, f"p{playback_id}", pj.PJMEDIA_FILE_NO_LOOP)
             rec.player = player
             if rec.media is not None:

@@ -71,7 +71,7 @@ def test_pjsua2_caller_hears_greeting_and_digits_arrive(box, phone, loop_thread,
     assert corr > 0.9
 
 
-def _sipp(box, scenario: str, *extra: str, local_ip: str = "127.0.0.1", timeout: float = 60) -> subprocess.CompletedProcess:
+def _sipp(box, scenario: str, *extra: str, local_ip: str = "127.0.0.1", timeout: float = 60):
     cmd = ["sipp", f"127.0.0.1:{box.sip_port}", "-sf", str(SCENARIOS / scenario), "-m", "1",
            "-i", local_ip, "-mi", local_ip, "-p", "0", "-s", "clinic", "-timeout", "30s", "-nostdin",
            "-trace_err", *extra]

@@ -63,7 +63,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert (s.metrics.host, s.metrics.port, s.metrics.allow_from) == ("127.0.0.1", 9310, ())
     assert s.metrics.basic_auth is None
     assert (s.recording.mode, s.recording.format) == ("all", "mixed")
-    assert (s.silence.no_input_timeout, s.silence.retries, s.silence.dead_line_timeout) == (6.0, 2, 30.0)
+    assert (s.silence.no_input_timeout, s.silence.retries, s.silence.dead_line_timeout) == (6.0, 2, 120.0)
     assert s.log.level == "INFO"
     assert s.source == str(path)
 
