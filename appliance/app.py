@@ -110,6 +110,7 @@ class App:
         self.prompts: Any = None
         self._notifier: Any = None
         self._http: Any = None
+        self.queues: Any = None
 
     # ------------------------------------------------------------------------------------ start-up
 
@@ -177,8 +178,10 @@ class App:
         )
 
     def _start_metrics(self) -> None:
+        from appliance.acd.collector import QueueStatsCollector
         from appliance.web import serve
 
+        metrics.REGISTRY.register(QueueStatsCollector(Path(self.settings.data_dir) / "registratura.db", self.settings))
         self._http = serve(self.settings.metrics, self.health)
         metrics.UP_SINCE.set(time.time())
 
@@ -206,6 +209,12 @@ class App:
         if self.telephony is None:
             self.telephony = self._build_telephony()
         await self.telephony.start(self.on_event)
+        if self.settings.queues:
+            from appliance.acd.service import QueueService
+
+            self.queues = QueueService(self.settings, self.telephony, self.writer, self.prompts,
+                                       language=self.settings.clinic.language)
+            self.queues.start()
         info = self.telephony.info
         metrics.SIP_CALL_CAPACITY.set(info.capacity)
         metrics.STACK_INFO.info({"library": info.library, "build": info.build, "capacity": str(info.capacity)})
@@ -282,9 +291,12 @@ class App:
             task = session.start()
             task.add_done_callback(lambda _t, cid=event.call_id: self.sessions.pop(cid, None))
             return
-        session = self.sessions.get(getattr(event, "call_id", ""))
+        call_id = getattr(event, "call_id", "")
+        session = self.sessions.get(call_id)
         if session is not None:
             session.post(event)
+        elif self.queues is not None and self.queues.owns(call_id):
+            self.queues.post(event)
 
     def _deps(self) -> SessionDeps:
         from appliance.flow import engine
@@ -303,6 +315,7 @@ class App:
             recordings_dir=(Path(s.data_dir) / "recordings") if record else None,
             region=s.clinic.region,
             security=s.security,
+            queues=self.queues,
         )
 
     async def _shutdown(self, drain_seconds: float = 20.0) -> None:

@@ -67,3 +67,11 @@ SCREENED_CALLS = Counter(
     "Calls refused by screening before any flow (blocked, auto_block, withheld), each heard a short notice",
     ["reason"], registry=REGISTRY,
 )
+QUEUE_WAITING = Gauge("registratura_queue_waiting_calls", "Callers waiting in the queue now", ["queue"],
+                      registry=REGISTRY)
+QUEUE_LONGEST_WAIT = Gauge("registratura_queue_longest_wait_seconds", "How long the first caller in line has waited",
+                           ["queue"], registry=REGISTRY)
+QUEUE_AGENTS = Gauge("registratura_queue_agents", "Receptionists by state (idle, ringing, busy, wrapup, paused, "
+                     "offline)", ["queue", "state"], registry=REGISTRY)
+CALLBACKS_SCHEDULED = Counter("registratura_callbacks_scheduled", "Callback requests stored, by reason (offer, "
+                              "abandon)", ["reason"], registry=REGISTRY)

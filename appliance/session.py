@@ -159,7 +159,12 @@ class CallSession:
             metrics.DTMF_DIGITS.labels(event.method).inc()
             await self._db(self.deps.store.store.add_digit, self.record_id, event.digit)
             await self._note("dtmf", f"{event.digit} ({event.method})")
-            await self._step(event)
+            if self.queued:
+                await self.deps.queues.caller_dtmf(self.call_id, event.digit)
+            else:
+                await self._step(event)
+        elif isinstance(event, ev.PlaybackDone) and self.queued:
+            await self.deps.queues.caller_playback_done(self.call_id, event.playback_id)
         elif isinstance(event, ev.PlaybackDone):
             if self.hangup_after is not None and event.playback_id == self.hangup_after:
                 await self._note("hangup", "after goodbye")
@@ -238,6 +243,9 @@ class CallSession:
                 self.state, _ = self.deps.engine.step(self.flow, self.state, event, self.deps.now(), self.flows)
             except Exception:  # noqa: BLE001 - the call is over whatever the engine thinks
                 _LOGGER.exception("call %s: engine failed on hang-up", self.call_id)
+        if self.queued:
+            # The queue writes ABANDON (and maybe a callback) durably before the call record is closed.
+            self.outcome = await self.deps.queues.caller_ended(self.call_id) or self.outcome
         outcome = self.outcome
         if outcome is None:
             engine_outcome = getattr(self.state, "outcome", None)
@@ -301,6 +309,10 @@ class CallSession:
             if not self._said_no_asr:
                 self._said_no_asr = True
                 await self._note("listen", "no ASR installed: spoken choices disabled, keys only")
+        elif isinstance(action, ev.Enqueue) and self.deps.queues is not None and self.deps.queues.has(action.queue):
+            self.queued = True
+            await self._note("queue", f"joined {action.queue}")
+            await self.deps.queues.join(self, action.queue)
         elif isinstance(action, ev.Transfer | ev.Enqueue | ev.RequestCallback):
             # Queue, transfers, callbacks and speech arrive with their own issues; until then the
             # timeline says plainly what the flow asked for.

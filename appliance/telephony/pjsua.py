@@ -707,14 +707,16 @@ class PjsuaTelephony:
 
         await self._submit(run)
 
-    async def play(self, call_id: str, files: Sequence[Path], playback_id: int) -> None:
+    async def play(self, call_id: str, files: Sequence[Path], playback_id: int, loop: bool = False) -> None:
+        """Play files in order; PlaybackDone when the audio is out. ``loop`` (music on hold) never ends."""
         paths = [str(f) for f in files]
 
         def run() -> None:
             rec = self._rec(call_id)
             self._stop_player(rec)
             player = _Player(self, call_id, playback_id, _unplayed_at_eof(paths))
-            player.createPlaylist(paths, f"p{playback_id}", pj.PJMEDIA_FILE_NO_LOOP)
+            player.finished = loop  # a loop has no end to report
+            player.createPlaylist(paths, f"p{playback_id}", 0 if loop else pj.PJMEDIA_FILE_NO_LOOP)
             rec.player = player
             if rec.media is not None:
                 player.startTransmit(rec.media)
@@ -774,6 +776,11 @@ class PjsuaTelephony:
             self._stop_player(b)
             a.media.startTransmit(b.media)
             b.media.startTransmit(a.media)
+            # Each side's recording holds the whole conversation: the other party's voice goes in too.
+            if a.recorder is not None:
+                b.media.startTransmit(a.recorder)
+            if b.recorder is not None:
+                a.media.startTransmit(b.recorder)
             a.peers.append(call_b)
             b.peers.append(call_a)
 

@@ -14,12 +14,17 @@ class Softphone:
     """Places calls, records what it hears, presses digits, plays WAVs. One per process (pjsua2 rule)."""
 
     def __init__(self, number: str = "+79161234567", port: int = 0, rtp_base: int = 31000,
-                 host: str = "127.0.0.1", max_calls: int = 4) -> None:
+                 host: str = "127.0.0.1", max_calls: int = 4, accept_incoming: bool = False) -> None:
+        from appliance.boxproc import free_port
+
+        self.host = host
+        self.port = port or free_port()  # known, so receptionists' URIs can point here
         self.tel = PjsuaTelephony(
-            StackConfig(host=host, port=port, rtp_port_min=rtp_base, rtp_port_max=rtp_base + 400,
-                        accept_incoming=False, user=number, max_calls=max_calls, codecs=("PCMA", "PCMU"))
+            StackConfig(host=host, port=self.port, rtp_port_min=rtp_base, rtp_port_max=rtp_base + 400,
+                        accept_incoming=accept_incoming, user=number, max_calls=max_calls, codecs=("PCMA", "PCMU"))
         )
         self.events: dict[str, asyncio.Queue[ev.Event]] = {}
+        self.offers: asyncio.Queue[ev.CallOffered] = asyncio.Queue()  # incoming calls (receptionist role)
         self.log: list[tuple[float, str, ev.Event]] = []  # (monotonic, call_id, event)
 
     async def __aenter__(self) -> Softphone:
@@ -32,6 +37,8 @@ class Softphone:
     def _on_event(self, event: ev.Event) -> None:
         call_id = getattr(event, "call_id", "")
         self.log.append((time.monotonic(), call_id, event))
+        if isinstance(event, ev.CallOffered):
+            self.offers.put_nowait(event)
         self.events.setdefault(call_id, asyncio.Queue()).put_nowait(event)
 
     async def call(self, uri: str) -> str:
@@ -68,6 +75,17 @@ class Softphone:
 
     async def say(self, call_id: str, wav: Path, playback_id: int = 1) -> None:
         await self.tel.play(call_id, [wav], playback_id)
+
+    def uri(self, user: str) -> str:
+        """A SIP URI that reaches this softphone (a receptionist's phone in tests and the demo)."""
+        return f"sip:{user}@{self.host}:{self.port}"
+
+    async def ringing(self, timeout: float = 15.0) -> ev.CallOffered:
+        """The next incoming call (the box ringing a receptionist)."""
+        return await asyncio.wait_for(self.offers.get(), timeout)
+
+    async def answer(self, call_id: str) -> None:
+        await self.tel.answer(call_id)
 
     async def hangup(self, call_id: str) -> None:
         await self.tel.hangup(call_id)

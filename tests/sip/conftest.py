@@ -45,7 +45,8 @@ def loop_thread() -> Iterator[LoopThread]:
 def phone(loop_thread: LoopThread) -> Iterator[Any]:
     from appliance.telephony.softphone import Softphone
 
-    sp = Softphone(number="+79161234567", rtp_base=32000)
+    # It also plays the receptionists' phones (the box dials sip:101@<this softphone>).
+    sp = Softphone(number="+79161234567", rtp_base=32000, accept_incoming=True)
     loop_thread.run(sp.__aenter__())
     yield sp
     loop_thread.run(sp.__aexit__(None, None, None))

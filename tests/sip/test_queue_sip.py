@@ -1,0 +1,202 @@
+"""The queue over real SIP: music on hold, announcements, receptionist phones, callbacks, SL after a restart.
+
+One pjsua2 softphone plays both the callers and the receptionists' phones (the box dials
+sip:101@<softphone>); the PyPI pjsua2 allows 4 calls per endpoint, so scenarios keep to that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import wave
+from pathlib import Path
+
+import pytest
+
+from appliance.boxproc import REPO
+from appliance.store import Store
+from tests.helpers import best_match, read_wav, rms, wait_for_call_end
+
+pytestmark = pytest.mark.sip
+
+QUEUE_ONLY = """\
+language: ru
+start: greeting
+nodes:
+  greeting: {type: say, prompts: [transfer_to_reception], next: q}
+  q: {type: queue, queue: reception}
+"""
+
+
+def _flows(tmp_path: Path) -> Path:
+    d = tmp_path / "flows"
+    d.mkdir(exist_ok=True)
+    (d / "queue_only.yaml").write_text(QUEUE_ONLY, encoding="utf-8")
+    return d
+
+
+def _queue_box(make_box, tmp_path, **queue):
+    return make_box(flows_dir=_flows(tmp_path), main="queue_only", queues={"reception": queue})
+
+
+def _tone(path: Path, hz: float = 440.0, seconds: float = 4.0) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"".join(int(6000 * math.sin(2 * math.pi * hz * i / 8000)).to_bytes(2, "little", signed=True)
+                               for i in range(int(8000 * seconds))))
+    return path
+
+
+def _queue_log(box) -> list[tuple[str, str]]:
+    store = Store(box.db_path, migrate=False)
+    try:
+        return [(str(r.event), r.agent) for r in store.queue_log(0, time.time() + 10)]
+    finally:
+        store.close()
+
+
+def test_music_announcement_and_receptionist_bridge(make_box, phone, loop_thread, tmp_path):
+    box = _queue_box(make_box, tmp_path, agents=[phone.uri("101")], ring_timeout=30, wrapup=1,
+                     announce_every=0, max_wait=0)
+    heard_b = tmp_path / "b-heard.wav"
+    desk = tmp_path / "desk-heard.wav"
+    tone = _tone(tmp_path / "tone.wav")
+
+    async def scenario() -> None:
+        a = await phone.call(box.sip_uri)
+        await phone.answered(a)
+        offer = await phone.ringing(timeout=20)  # the box rings the receptionist for caller A
+        assert offer.called == "101"
+        b = await phone.call(box.sip_uri)  # B waits behind A: music and "you are second"
+        await phone.answered(b)
+        await phone.record(b, heard_b)
+        await asyncio.sleep(9.0)
+        await phone.answer(offer.call_id)  # the receptionist picks up: A is connected
+        await phone.answered(offer.call_id)
+        await phone.record(offer.call_id, desk)
+        await asyncio.sleep(0.5)
+        await phone.say(a, tone)  # A speaks; the receptionist must hear it
+        await asyncio.sleep(2.5)
+        await phone.hangup(a)
+        await phone.ended(a)
+        await phone.ended(offer.call_id)  # the box releases the receptionist's leg
+        second = await phone.ringing(timeout=20)  # after wrap-up the receptionist gets B
+        await phone.answer(second.call_id)
+        await phone.answered(second.call_id)
+        await asyncio.sleep(1.0)
+        await phone.hangup(second.call_id)  # the receptionist ends the call: the box hangs up B
+        await phone.ended(b, timeout=10)
+
+    loop_thread.run(scenario(), timeout=120)
+    calls = wait_for_call_end(box.db_path, count=2)
+    assert [c["outcome"] for c in calls] == ["answered", "answered"]
+
+    rate, b_audio = read_wav(heard_b)
+    _, moh = read_wav(REPO / "voices" / "moh" / "calm.wav")
+    corr, _ = best_match(b_audio, moh[2 * rate: 4 * rate])
+    assert corr > 0.9, f"caller B did not hear the music on hold (corr {corr:.2f})"
+    assert rms(b_audio[: 8 * rate]) > 300  # never dead air
+    b_record = calls[0]
+    assert any(e["kind"] == "play" and e["detail"] == "announcement" for e in b_record["events"])
+    _, desk_audio = read_wav(desk)
+    assert rms(desk_audio) > 500, "the receptionist did not hear caller A"
+
+    log = _queue_log(box)
+    events = [e for e, _ in log]
+    assert events.count("ENTER") == 2 and events.count("CONNECT") == 2
+    assert "COMPLETECALLER" in events and "COMPLETEAGENT" in events
+
+    before = box.scrape()
+    key = 'registratura_queue_service_level_ratio{queue="reception",window="today"}'
+    assert key in before
+    box.stop()
+    box.start()  # a restart in the middle of the day keeps today's figures: they come from the store
+    assert box.scrape()[key] == before[key]
+
+
+def test_abandon_schedules_a_callback(make_box, phone, loop_thread, tmp_path):
+    box = _queue_box(make_box, tmp_path, agents=[], max_wait=0, callback={"abandon_after": 1})
+
+    async def scenario() -> None:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        await asyncio.sleep(6.0)
+        await phone.hangup(call)
+        await phone.ended(call)
+
+    loop_thread.run(scenario())
+    [call] = wait_for_call_end(box.db_path)
+    assert call["outcome"] == "abandoned"
+    assert [e for e, _ in _queue_log(box)] == ["ENTER", "ABANDON", "CALLBACK_SCHEDULED"]
+    store = Store(box.db_path, migrate=False)
+    try:
+        [cb] = store.callbacks()
+    finally:
+        store.close()
+    assert (cb.number, cb.reason, str(cb.state)) == ("+79161234567", "abandon", "pending")
+    assert box.scrape()['registratura_callbacks{state="pending"}'] == 1.0
+
+
+def test_max_wait_offer_taken_by_dtmf(make_box, phone, loop_thread, tmp_path):
+    box = _queue_box(make_box, tmp_path, agents=[], max_wait=5)
+
+    async def scenario() -> None:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        await asyncio.sleep(12.0)  # the greeting, 5 s of music, the offer
+        await phone.press(call, "1")
+        await phone.ended(call, timeout=20)  # the box confirms and hangs up
+
+    loop_thread.run(scenario(), timeout=60)
+    [call] = wait_for_call_end(box.db_path)
+    assert call["outcome"] == "callback_requested"
+    plays = [e["detail"] for e in call["events"] if e["kind"] == "play"]
+    assert "queue_callback_offer" in plays
+    assert [e for e, _ in _queue_log(box)][-2:] == ["EXIT_CALLBACK", "CALLBACK_SCHEDULED"]
+    store = Store(box.db_path, migrate=False)
+    try:
+        [cb] = store.callbacks()
+    finally:
+        store.close()
+    assert cb.reason == "offer" and cb.priority_at is not None  # keeps the caller's place
+
+
+def test_round_robin_alternates_receptionists(make_box, phone, loop_thread, tmp_path):
+    box = _queue_box(make_box, tmp_path, agents=[phone.uri("101"), phone.uri("102")], strategy="round_robin",
+                     wrapup=0, max_wait=0)
+
+    async def one_call() -> str:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        offer = await phone.ringing(timeout=20)
+        await phone.answer(offer.call_id)
+        await phone.answered(offer.call_id)
+        await asyncio.sleep(0.5)
+        await phone.hangup(call)
+        await phone.ended(call)
+        await phone.ended(offer.call_id)
+        return offer.called
+
+    rung = [loop_thread.run(one_call(), timeout=60) for _ in range(3)]
+    assert rung == ["101", "102", "101"]
+
+
+def test_key_0_in_clinic_ru_joins_reception(make_box, phone, loop_thread, tmp_path):
+    box = make_box(queues={"reception": {"agents": [], "max_wait": 0}})
+
+    async def scenario() -> None:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        await asyncio.sleep(10.0)  # greeting and recording notice, then the main menu
+        await phone.press(call, "0")
+        await asyncio.sleep(6.0)
+        await phone.hangup(call)
+        await phone.ended(call)
+
+    loop_thread.run(scenario(), timeout=60)
+    [call] = wait_for_call_end(box.db_path)
+    assert any(e["kind"] == "queue" and "reception" in e["detail"] for e in call["events"])
+    assert [e for e, _ in _queue_log(box)][0] == "ENTER"
