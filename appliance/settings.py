@@ -109,6 +109,7 @@ class SipSettings(_Endpoint):
     max_calls: int = 128  # what we ask the stack for; the build may allow fewer
     registration: Registration | None = None
     dtmf: DtmfSettings = field(default_factory=DtmfSettings)
+    outbound: str | None = None  # route for callbacks: "sip:{national}@192.168.1.1" ({number}, {digits} too)
 
     @property
     def rtp_port_min(self) -> int:
@@ -508,6 +509,15 @@ def _sip_uri(v: Any) -> str:
     return text
 
 
+def _outbound(v: Any) -> str:
+    text = _text(v).strip()
+    if not re.match(r"^sips?:\{(number|digits|national)\}@[^@\s]+$", text):
+        raise _Bad(f"'{text}' is not an outbound route",
+                   'use e.g. "sip:{national}@192.168.1.1" ({number} = +7916..., {digits} = 7916..., '
+                   '{national} = 8916...)')
+    return text
+
+
 def _agents(v: Any) -> tuple[str, ...]:
     out = []
     for i, item in enumerate(_list(v, '["sip:101@192.168.1.21"]')):
@@ -556,7 +566,7 @@ _SCHEMA: dict[type, dict[str, Any]] = {
                             "window_hours": _number(0, 168), "max_attempts": _number(1, 20, whole=True)},
     SipSettings: {"listen": _host_port("0.0.0.0:5060"), "public_address": _ip, "allow_from": _sip_networks,
                   "codecs": _codecs, "rtp_ports": _rtp_ports, "max_calls": _number(1, 1024, whole=True),
-                  "registration": Registration, "dtmf": DtmfSettings},
+                  "registration": Registration, "dtmf": DtmfSettings, "outbound": _outbound},
     Registration: {"registrar": _registrar, "user": _text, "password": _text, "realm": _text,
                    "expires": _number(60, 86400, whole=True)},
     DtmfSettings: {"interdigit_timeout": _number(0.5, 60)},

@@ -20,6 +20,7 @@ from appliance import metrics
 from appliance.acd.callbacks import Callback, CallbackState
 from appliance.acd.model import (
     AgentConfig,
+    AgentForCallback,
     Announce,
     Bridge,
     CallbackPolicy,
@@ -92,6 +93,7 @@ class QueueService:
     legs: dict[str, _Leg] = field(default_factory=dict)
     _timer: asyncio.TimerHandle | None = None
     _ids: int = 200000
+    dialer: Any = None
 
     def __post_init__(self) -> None:
         now = time.time()
@@ -102,10 +104,26 @@ class QueueService:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Agent-leg events are handled strictly in order by one task."""
+        """Agent-leg events are handled strictly in order by one task; the dialer picks up stored requests."""
+        from appliance.acd.dialer import CallbackDialer
+
+        self.dialer = CallbackDialer(self, self.settings.sip.outbound, self.settings.clinic.region)
         self._task = asyncio.get_running_loop().create_task(self._consume())
+        asyncio.get_running_loop().create_task(self.dialer.start())
         for name in self.cores:
             self._publish(name)
+
+    def clinic_now(self) -> Any:
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        return datetime.now(ZoneInfo(self.settings.clinic.timezone))
+
+    async def feed(self, queue: str, make_step: Any) -> None:
+        await self._feed(queue, make_step)
+
+    async def files(self, prompts: tuple[str, ...]) -> list[Path]:
+        return await self._files(prompts)
 
     def post(self, event: ev.Event) -> None:
         self._leg_events.put_nowait(event)
@@ -170,11 +188,14 @@ class QueueService:
         return "answered" if caller.bridged_leg else "abandoned"
 
     def owns(self, call_id: str) -> bool:
-        return call_id in self.legs
+        return call_id in self.legs or (self.dialer is not None and self.dialer.owns(call_id))
 
     async def leg_event(self, event: ev.Event) -> None:
         """Events of agent legs (CallAnswered, CallEnded) arrive here, in order, on the loop."""
         leg_id = getattr(event, "call_id", "")
+        if self.dialer is not None and self.dialer.owns(leg_id):
+            await self.dialer.leg_event(event)
+            return
         leg = self.legs.get(leg_id)
         if leg is None:
             return
@@ -233,6 +254,8 @@ class QueueService:
                 leg_id = await tel.originate(agent, caller_id="" if is_withheld(number) else number)
                 self.legs[leg_id] = _Leg(queue, agent, action.call_id)
                 _LOGGER.info("queue %s: ringing %s for call %s", queue, agent, action.call_id)
+        elif isinstance(action, StopRinging) and self.dialer is not None and action.call_id in self.dialer.callbacks:
+            await self.dialer.agent_gone(action.call_id, "no answer")  # the callback's receptionist did not pick up
         elif isinstance(action, StopRinging):
             for leg_id, leg in list(self.legs.items()):
                 if leg.agent in action.agents and (not action.call_id or leg.target == action.call_id) \
@@ -260,7 +283,12 @@ class QueueService:
             if caller is not None:
                 caller.offered = True
                 await self._say(action.call_id, ("queue_callback_offer",))
+        elif isinstance(action, AgentForCallback):
+            if self.dialer is not None:
+                await self.dialer.agent_found(action.callback_id, action.agent)
         elif isinstance(action, ScheduleCallback):
+            if self.dialer is not None:
+                self.dialer.add(self._callback_row(action))
             caller = self.callers.get(action.call_id)
             metrics.CALLBACKS_SCHEDULED.labels(action.reason).inc()
             _LOGGER.info("queue %s: callback scheduled for %s (%s)", queue, mask(action.number), action.reason)

@@ -279,6 +279,16 @@ def _quiet_stdout() -> Iterator[None]:
         os.close(devnull)
 
 
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if not n:
+            return out
+
+
 def call_capacity() -> int:
     """What pjsua really allows after libInit: the build's PJSUA_MAX_CALLS caps uaConfig.maxCalls."""
     # The PyPI wheel is a package (pjsua2/_pjsua2.so), our own build a top-level pjsua2.py + _pjsua2.so;
@@ -302,12 +312,17 @@ class PjsuaTelephony:
         self._running = threading.Event()
         self._accepting = True
         self._ids = itertools.count(1)
+        self._boot = _base36(int(time.time() * 10) % 36**6)  # changes every 0.1 s: two starts never share it
         self._calls: dict[str, _CallRec] = {}  # pj thread only
         self._rejected: list[Any] = []  # calls refused with 403, kept alive until DISCONNECTED
         self._deferred: list[tuple[float, Event]] = []  # pj thread only
         self._ep: Any = None
         self._acc: Any = None
         self._log_writer: Any = None
+
+    def _new_id(self) -> str:
+        """Call ids are unique across restarts too: callbacks and the queue log outlive the process."""
+        return f"{self._boot}-{next(self._ids)}"
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -503,7 +518,7 @@ class PjsuaTelephony:
                 self._prune_rejected()
             self._emit(InviteRejected(source, reason, code))
             return
-        box_id = f"c{next(self._ids)}"
+        box_id = self._new_id()
         call.box_id = box_id
         self._calls[box_id] = _CallRec(call=call, call_id=box_id, incoming=True)
         ident = parse_invite(prm.rdata.wholeMsg)
@@ -789,7 +804,7 @@ class PjsuaTelephony:
     async def originate(self, uri: str, caller_id: str = "") -> str:
         def run() -> str:
             call = _Call(self, self._acc)
-            box_id = f"c{next(self._ids)}"
+            box_id = self._new_id()
             call.box_id = box_id
             self._calls[box_id] = _CallRec(call=call, call_id=box_id, incoming=False)
             op = pj.CallOpParam(True)

@@ -41,8 +41,16 @@ def loop_thread() -> Iterator[LoopThread]:
     lt.close()
 
 
+@pytest.fixture
+def phone(session_phone: Any) -> Any:
+    """The session's softphone with no incoming calls left over from an earlier test."""
+    while not session_phone.offers.empty():
+        session_phone.offers.get_nowait()
+    return session_phone
+
+
 @pytest.fixture(scope="session")
-def phone(loop_thread: LoopThread) -> Iterator[Any]:
+def session_phone(loop_thread: LoopThread) -> Iterator[Any]:
     from appliance.telephony.softphone import Softphone
 
     # It also plays the receptionists' phones (the box dials sip:101@<this softphone>).

@@ -200,3 +200,46 @@ def test_key_0_in_clinic_ru_joins_reception(make_box, phone, loop_thread, tmp_pa
     [call] = wait_for_call_end(box.db_path)
     assert any(e["kind"] == "queue" and "reception" in e["detail"] for e in call["events"])
     assert [e for e, _ in _queue_log(box)][0] == "ENTER"
+
+
+def test_abandoned_caller_is_called_back_agent_first(make_box, phone, loop_thread, tmp_path):
+    box = make_box(flows_dir=_flows(tmp_path), main="queue_only",
+                   queues={"reception": {"agents": [phone.uri("101")], "ring_timeout": 30, "max_wait": 0,
+                                         "callback": {"abandon_after": 1}}},
+                   sip={"outbound": f"sip:{{number}}@127.0.0.1:{phone.port}"})
+    desk = tmp_path / "desk.wav"
+
+    async def scenario() -> tuple[str, str]:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        first = await phone.ringing(timeout=20)  # the receptionist is rung for the caller...
+        await asyncio.sleep(3.0)
+        await phone.hangup(call)  # ...who gives up before anyone answers
+        await phone.ended(call)
+        await phone.ended(first.call_id, timeout=10)  # the box stops ringing the receptionist
+        agent = await phone.ringing(timeout=20)  # the callback: the receptionist first
+        await phone.answer(agent.call_id)
+        await phone.answered(agent.call_id)
+        await phone.record(agent.call_id, desk)
+        patient = await phone.ringing(timeout=20)  # then the patient
+        await phone.answer(patient.call_id)
+        await phone.answered(patient.call_id)
+        await asyncio.sleep(2.0)
+        await phone.hangup(patient.call_id)
+        await phone.ended(agent.call_id, timeout=10)  # the box ends the receptionist's leg too
+        return agent.called, patient.called
+
+    agent_user, patient_user = loop_thread.run(scenario(), timeout=120)
+    assert agent_user == "101"
+    assert patient_user == "+79161234567"
+    events = [e for e, _ in _queue_log(box)]
+    order = [e for e in events if e in ("ENTER", "ABANDON", "CALLBACK_SCHEDULED", "CALLBACK_ATTEMPT", "CALLBACK_DONE")]
+    assert order == ["ENTER", "ABANDON", "CALLBACK_SCHEDULED", "CALLBACK_ATTEMPT", "CALLBACK_DONE"]
+    store = Store(box.db_path, migrate=False)
+    try:
+        [cb] = store.callbacks()
+    finally:
+        store.close()
+    assert str(cb.state) == "done" and cb.agent == phone.uri("101")
+    _, heard = read_wav(desk)
+    assert rms(heard) > 300  # the receptionist heard who is being called back

@@ -150,7 +150,7 @@ def test_unknown_key_names_line_and_suggestion(tmp_path: Path) -> None:
     assert error.code == "E103"
     assert message(error) == (
         f"{tmp_path / 'registratura.yaml'}:7: sip.lisen: unknown key (did you mean 'listen'?); "
-        "allowed: listen, public_address, allow_from, codecs, rtp_ports, max_calls, registration, dtmf"
+        "allowed: listen, public_address, allow_from, codecs, rtp_ports, max_calls, registration, dtmf, outbound"
     )
     assert str(error).startswith("E103: ")
 
@@ -241,7 +241,7 @@ def test_rtp_range_must_fit_max_calls(tmp_path: Path) -> None:
         ("sip:\n  codecs: PCMA\n",
          "2: sip.codecs: 'PCMA' is text, not a list; use a list, e.g. [PCMA, PCMU, G722]"),
         ("sip: 5060\n", "1: sip: 5060 is an integer, not a mapping; allowed: listen, public_address, "
-         "allow_from, codecs, rtp_ports, max_calls, registration, dtmf"),
+         "allow_from, codecs, rtp_ports, max_calls, registration, dtmf, outbound"),
     ],
 )
 def test_wrong_yaml_type(tmp_path: Path, text: str, expected: str) -> None:
