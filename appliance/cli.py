@@ -300,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(sub, _settings)
 
     demo = sub.add_parser("demo", help="start a box on 127.0.0.1 and call it from a built-in softphone")
-    demo.add_argument("--digits", default="51", help="digits the demo caller presses")
+    demo.add_argument("--digits", default="510",
+                      help="digits the demo caller presses (a final 0 goes to the reception queue)")
     demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
     demo.set_defaults(func=cmd_demo)
     return p

@@ -37,35 +37,61 @@ def _speech_segments(path: Path, frame_ms: int = 20, threshold: int = 300) -> li
     return segments
 
 
-async def _call(box: BoxProcess, heard: Path, digits: str) -> list[tuple[float, str]]:
+async def _call(box: BoxProcess, heard: Path, digits: str, phone_port: int, base: Path) -> list[tuple[float, str]]:
+    from appliance.speech.prompts import EspeakRenderer
     from appliance.telephony.softphone import Softphone
 
     lines: list[tuple[float, str]] = []
-    async with Softphone(number=CALLER, rtp_base=31000) as phone:
+    # One softphone plays both parts: the patient calling in and the receptionist's phone (sip:101@...).
+    async with Softphone(number=CALLER, port=phone_port, rtp_base=31000, accept_incoming=True) as phone:
         t0 = time.monotonic()
+
+        def say(line: str) -> None:
+            lines.append((time.monotonic() - t0, line))
+
         call = await phone.call(box.sip_uri)
-        lines.append((0.0, f"caller {CALLER} dials {box.sip_uri}"))
+        say(f"caller {CALLER} dials {box.sip_uri}")
         await phone.answered(call)
-        lines.append((time.monotonic() - t0, "the box answers"))
+        say("the box answers")
         await phone.record(call, heard)
         await asyncio.sleep(11.0)  # the greeting and recording notice cannot be skipped; then the menu
-        for digit in digits:
+        for i, digit in enumerate(digits):
             await phone.press(call, digit)
-            lines.append((time.monotonic() - t0, f"caller presses {digit}"))
+            say(f"caller presses {digit}")
+            if digit == "0" and i == len(digits) - 1:
+                break
             await asyncio.sleep(6.0)
-        await phone.hangup(call)
-        lines.append((time.monotonic() - t0, "caller hangs up"))
-        await phone.ended(call)
+        if digits.endswith("0"):  # to the reception: music, then the demo receptionist answers
+            ring = await phone.ringing(timeout=30)
+            say(f"the receptionist's phone {ring.called} rings; the caller hears music on hold")
+            await asyncio.sleep(6.0)
+            await phone.answer(ring.call_id)
+            await phone.answered(ring.call_id)
+            say("the receptionist answers and greets the caller")
+            hello = base / "receptionist.wav"
+            await asyncio.get_running_loop().run_in_executor(
+                None, EspeakRenderer().render, "ru", "Регистратура, здравствуйте! Чем могу помочь?", hello)
+            await phone.say(ring.call_id, hello)
+            await asyncio.sleep(5.0)
+            await phone.hangup(ring.call_id)
+            say("the receptionist hangs up; the box ends the call")
+            await phone.ended(call, timeout=10)
+        else:
+            await phone.hangup(call)
+            say("caller hangs up")
+            await phone.ended(call)
     return lines
 
 
-def run_demo(digits: str = "51", keep: bool = False) -> int:
-    """Digits default to 5 (test preparation) then 1 (blood test)."""
+def run_demo(digits: str = "510", keep: bool = False) -> int:
+    """Digits default to 5 (test preparation), 1 (blood test), then 0: the reception queue."""
     from appliance.flow import load_prompt_catalog
     from appliance.store import Store
 
     base = Path(tempfile.mkdtemp(prefix="registratura-demo-"))
-    settings = demo_settings(base, sip_port=free_port())
+    phone_port = free_port()
+    settings = demo_settings(base, sip_port=free_port(), queues={"reception": {
+        "agents": [f"sip:101@127.0.0.1:{phone_port}"], "wrapup": 5, "announce_every": 0}})
     box = BoxProcess(base, settings, env={"REGISTRATURA_FLOW_TIME": DEMO_FLOW_TIME})
     print(f"Starting the box on {settings['sip']['listen']} (data in {base}); first start renders prompts...")
     try:
@@ -73,7 +99,7 @@ def run_demo(digits: str = "51", keep: bool = False) -> int:
         before = box.scrape()
         heard = base / "caller-heard.wav"
         print(f"Calling it from a softphone on 127.0.0.1 (flows see {DEMO_FLOW_TIME}, a working morning)...")
-        caller_lines = asyncio.run(_call(box, heard, digits))
+        caller_lines = asyncio.run(_call(box, heard, digits, phone_port, base))
         time.sleep(0.5)  # let the box write the end of the call
         after = box.scrape()
     finally:
