@@ -212,6 +212,49 @@ def cmd_block(args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_agents(args: argparse.Namespace) -> int:
+    import time
+
+    settings, store = _open_store(args)
+    try:
+        if args.agents_cmd == "list":
+            rows = store.agent_states()
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            elif not rows:
+                print("no receptionists published yet (is the box running with queues configured?)")
+            for r in [] if args.json else rows:
+                print(f"{r['queue']:<12} {r['uri']:<32} {r['state']:<8} calls {r['calls_taken']:<4} "
+                      f"missed in a row {r['missed']}")
+            return 0
+        from appliance.settings import _Bad, _sip_uri
+
+        try:
+            uri = _sip_uri(args.uri)
+        except _Bad as bad:
+            print(f"E130: {bad.what}; {bad.allowed}", file=sys.stderr)
+            return 1
+        if args.queue not in settings.queues:
+            print(f"E131: no queue '{args.queue}' in the settings; queues: {', '.join(settings.queues) or 'none'}",
+                  file=sys.stderr)
+            return 1
+        command = store.add_agent_command(args.queue, args.agents_cmd, uri, time.time())
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            result = store.agent_command_result(command)
+            if result is not None:
+                if result != "ok":
+                    print(f"E132: {result}", file=sys.stderr)
+                    return 1
+                print(f"{args.agents_cmd} {uri} in {args.queue}: done")
+                return 0
+            time.sleep(0.2)
+        print(f"queued: {args.agents_cmd} {uri} in {args.queue} (the box applies it when it runs)")
+        return 0
+    finally:
+        store.close()
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from datetime import date
     from zoneinfo import ZoneInfo
@@ -288,6 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     blist = bsub.add_parser("list", help="numbers blocked now")
     blist.add_argument("--json", action="store_true")
     block.set_defaults(func=cmd_block)
+
+    agents = sub.add_parser("agents", help="receptionists at run time: list, add, remove, pause, resume")
+    asub = agents.add_subparsers(dest="agents_cmd", required=True)
+    alist = asub.add_parser("list")
+    alist.add_argument("--json", action="store_true")
+    for name in ("add", "remove", "pause", "resume"):
+        a = asub.add_parser(name)
+        a.add_argument("queue")
+        a.add_argument("uri", help="the receptionist's phone, e.g. sip:101@192.168.1.21")
+        a.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the running box")
+    agents.set_defaults(func=cmd_agents)
 
     rep = sub.add_parser("report", help="a day's service level, abandoned calls and callbacks")
     rep.add_argument("--day", help="YYYY-MM-DD (default: today)")

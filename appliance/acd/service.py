@@ -101,6 +101,7 @@ class QueueService:
             self.cores[name] = QueueCore(queue_config(name, qs), now)
         self._lock = asyncio.Lock()
         self._leg_events: asyncio.Queue[ev.Event] = asyncio.Queue()
+        self._published: dict[str, list[tuple[str, str, int, int]]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -110,6 +111,7 @@ class QueueService:
         self.dialer = CallbackDialer(self, self.settings.sip.outbound, self.settings.clinic.region)
         self._task = asyncio.get_running_loop().create_task(self._consume())
         asyncio.get_running_loop().create_task(self.dialer.start())
+        asyncio.get_running_loop().create_task(self._commands())
         for name in self.cores:
             self._publish(name)
 
@@ -362,17 +364,37 @@ class QueueService:
         metrics.QUEUE_LONGEST_WAIT.labels(queue).set(snap.longest_wait)
         for state, count in snap.agents_by_state.items():
             metrics.QUEUE_AGENTS.labels(queue, state).set(count)
+        states = [(a.config.uri, str(a.shown.value), a.calls_taken, a.missed) for a in snap.agents]
+        if states != self._published.get(queue):  # `registratura agents list` reads these from the store
+            self._published[queue] = states
+            asyncio.get_running_loop().create_task(
+                self.writer.run(self.writer.store.set_agent_states, queue, states, time.time()))
 
-    def agents_changed(self, queue: str, action: str, uri: str) -> None:
-        """CLI/staff: pause, resume, add, remove an agent at run time."""
-        async def run() -> None:
-            if action == "pause":
-                await self._feed(queue, lambda core, now: core.agent_pause(uri, now))
-            elif action == "resume":
-                await self._feed(queue, lambda core, now: core.agent_resume(uri, now))
-            elif action == "add":
-                await self._feed(queue, lambda core, now: core.agent_add(AgentConfig(uri=uri), now))
-            elif action == "remove":
-                await self._feed(queue, lambda core, now: core.agent_remove(uri, now))
+    async def _commands(self, every: float = 1.0) -> None:
+        """Apply `registratura agents add|remove|pause|resume` (written to the store by the CLI)."""
+        store = self.writer.store
+        while True:
+            await asyncio.sleep(every)
+            try:
+                for command_id, queue, action, uri in await self.writer.run(store.open_agent_commands):
+                    result = "ok"
+                    if queue not in self.cores:
+                        result = f"no queue '{queue}'; queues: {', '.join(sorted(self.cores))}"
+                    elif action != "add" and self.cores[queue].agent(uri) is None:
+                        result = f"{uri} is not a receptionist of queue '{queue}'"
+                    else:
+                        await self._agent_command(queue, action, uri)
+                    await self.writer.run(store.finish_agent_command, command_id, time.time(), result)
+            except Exception:
+                _LOGGER.exception("queue: applying receptionist commands failed")
 
-        asyncio.get_running_loop().create_task(run())
+    async def _agent_command(self, queue: str, action: str, uri: str) -> None:
+        """Pause, resume, add or remove a receptionist at run time (the core writes the queue log records)."""
+        if action == "pause":
+            await self._feed(queue, lambda core, now: core.agent_pause(uri, now))
+        elif action == "resume":
+            await self._feed(queue, lambda core, now: core.agent_resume(uri, now))
+        elif action == "add":
+            await self._feed(queue, lambda core, now: core.agent_add(AgentConfig(uri=uri), now))
+        elif action == "remove":
+            await self._feed(queue, lambda core, now: core.agent_remove(uri, now))

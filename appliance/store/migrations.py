@@ -101,9 +101,35 @@ def _m3_queue_log_and_callbacks(db: pw.SqliteDatabase) -> None:
         db.execute_sql(sql)
 
 
+
+
+def _m4_agent_commands(db: pw.SqliteDatabase) -> None:
+    for sql in (
+        """CREATE TABLE "agent_command" (
+            "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+            "queue" TEXT NOT NULL,
+            "action" TEXT NOT NULL,
+            "uri" TEXT NOT NULL,
+            "created_at" REAL NOT NULL,
+            "done_at" REAL,
+            "result" TEXT NOT NULL DEFAULT '')""",
+        'CREATE INDEX "agent_command_open" ON "agent_command" ("done_at")',
+        """CREATE TABLE "agent_state" (
+            "queue" TEXT NOT NULL,
+            "uri" TEXT NOT NULL,
+            "state" TEXT NOT NULL,
+            "calls_taken" INTEGER NOT NULL DEFAULT 0,
+            "missed" INTEGER NOT NULL DEFAULT 0,
+            "updated_at" REAL NOT NULL,
+            PRIMARY KEY ("queue", "uri"))""",
+    ):
+        db.execute_sql(sql)
+
+
 # index + 1 == version
 MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _m1_create_tables,
     _m2_blocks_and_marks,
     _m3_queue_log_and_callbacks,
+    _m4_agent_commands,
 ]

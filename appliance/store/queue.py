@@ -94,3 +94,42 @@ class QueueMixin:
                 (str(CallbackState.PENDING), at, "box restarted while dialling",
                  str(CallbackState.DIALING_AGENT), str(CallbackState.DIALING_PATIENT)))
         return int(cur.rowcount)
+
+    # --- receptionists changed at run time by the CLI; the box applies the commands and publishes states ----
+
+    def add_agent_command(self, queue: str, action: str, uri: str, at: float) -> int:
+        with self._db.atomic():
+            cur = self._db.execute_sql(
+                'INSERT INTO "agent_command" (queue, action, uri, created_at) VALUES (?, ?, ?, ?)',
+                (queue, action, uri, at))
+        return int(cur.lastrowid)
+
+    def open_agent_commands(self) -> list[tuple[int, str, str, str]]:
+        return self._db.execute_sql(
+            'SELECT id, queue, action, uri FROM "agent_command" WHERE done_at IS NULL ORDER BY id').fetchall()
+
+    def finish_agent_command(self, command_id: int, at: float, result: str) -> None:
+        with self._db.atomic():
+            self._db.execute_sql('UPDATE "agent_command" SET done_at = ?, result = ? WHERE id = ?',
+                                 (at, result, command_id))
+
+    def agent_command_result(self, command_id: int) -> str | None:
+        row = self._db.execute_sql('SELECT done_at, result FROM "agent_command" WHERE id = ?',
+                                   (command_id,)).fetchone()
+        return None if row is None or row[0] is None else row[1]
+
+    def set_agent_states(self, queue: str, states: list[tuple[str, str, int, int]], at: float) -> None:
+        """Replace the published states of a queue's receptionists: (uri, state, calls taken, missed)."""
+        with self._db.atomic():
+            self._db.execute_sql('DELETE FROM "agent_state" WHERE queue = ?', (queue,))
+            for uri, state, taken, missed in states:
+                self._db.execute_sql(
+                    'INSERT INTO "agent_state" (queue, uri, state, calls_taken, missed, updated_at) '
+                    "VALUES (?, ?, ?, ?, ?, ?)", (queue, uri, state, taken, missed, at))
+
+    def agent_states(self) -> list[dict[str, Any]]:
+        rows = self._db.execute_sql(
+            'SELECT queue, uri, state, calls_taken, missed, updated_at FROM "agent_state" ORDER BY queue, uri'
+        ).fetchall()
+        keys = ("queue", "uri", "state", "calls_taken", "missed", "updated_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]

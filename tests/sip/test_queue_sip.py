@@ -243,3 +243,44 @@ def test_abandoned_caller_is_called_back_agent_first(make_box, phone, loop_threa
     assert str(cb.state) == "done" and cb.agent == phone.uri("101")
     _, heard = read_wav(desk)
     assert rms(heard) > 300  # the receptionist heard who is being called back
+
+
+def _agents_cli(box, *args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "appliance", "--config", str(box.config), "agents", *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+
+
+def test_receptionists_paused_and_resumed_from_the_cli(make_box, phone, loop_thread, tmp_path):
+    desk = phone.uri("101")
+    box = _queue_box(make_box, tmp_path, agents=[desk], max_wait=0)
+    time.sleep(1.5)
+    assert "idle" in _agents_cli(box, "list").stdout
+    out = _agents_cli(box, "pause", "reception", desk)
+    assert out.returncode == 0 and "done" in out.stdout, out.stderr
+    assert "paused" in _agents_cli(box, "list").stdout
+
+    async def waits_unrung() -> str:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        with pytest.raises(asyncio.TimeoutError):
+            await phone.ringing(timeout=6.0)  # a paused receptionist is never rung
+        return call
+
+    call = loop_thread.run(waits_unrung())
+    assert _agents_cli(box, "resume", "reception", desk).returncode == 0
+
+    async def rung_after_resume() -> None:
+        offer = await phone.ringing(timeout=10.0)
+        assert offer.called == "101"
+        await phone.hangup(call)
+        await phone.ended(call)
+        await phone.ended(offer.call_id, timeout=10)
+
+    loop_thread.run(rung_after_resume())
+    bad = _agents_cli(box, "pause", "reception", "sip:999@127.0.0.1")
+    assert bad.returncode == 1 and "not a receptionist" in bad.stderr
+    events = [e for e, _ in _queue_log(box)]
+    assert "AGENTPAUSED" in events and "AGENTUNPAUSED" in events
