@@ -111,6 +111,8 @@ class App:
         self._notifier: Any = None
         self._http: Any = None
         self.queues: Any = None
+        self.recordings: Any = None  # recordings.RecordingGuard
+        self.speech: Any = None  # speech.engines.SpeechEngines: VAD for barge-in, ASR, TTS
 
     # ------------------------------------------------------------------------------------ start-up
 
@@ -174,8 +176,25 @@ class App:
                 registration=sip.registration,
                 log_level=1 if self.settings.log.level != "DEBUG" else 4,
                 dead_line_timeout=self.settings.silence.dead_line_timeout,
+                new_vad=self.speech.new_vad if self.speech is not None else None,
+                release_vad=self.speech.release_vad if self.speech is not None else None,
             )
         )
+
+    def _load_speech(self, data: Path) -> Any:
+        """Silero VAD when installed (else the energy detector), ASR, TTS; one log line each saying why."""
+        from appliance.speech.engines import load_engines
+
+        try:
+            eng = load_engines(data / "models", self.settings.clinic.language,
+                               max_vad=max(1, min(self.settings.sip.max_calls, 64)))
+        except Exception as exc:  # noqa: BLE001 - speech is optional: the box answers with keys and energy VAD
+            _LOGGER.warning("speech engines not loaded (%s): energy VAD, keys only", exc)
+            return None
+        eng.log(_LOGGER)
+        if eng.asr is not None:  # streaming caller audio into the recogniser is not wired yet (SpeechHeard)
+            _LOGGER.warning("ASR: %s loaded but not yet fed live call audio; menus take keys only", eng.asr.name)
+        return eng
 
     def _start_metrics(self) -> None:
         from appliance.acd.collector import QueueStatsCollector
@@ -202,10 +221,15 @@ class App:
         loop = asyncio.get_running_loop()
         data = self._prepare_data_dir()
         self.writer = self._open_store(data)
+        from appliance.recordings import RecordingGuard
+
+        self.recordings = RecordingGuard(self.settings, self.writer)
+        await self.recordings.start()  # retention and quota at start-up, then the disk watch
         self._load_prompts_and_flows(data)
         rendered, cached = await loop.run_in_executor(None, self.prompts.render_all)
         _LOGGER.info("prompts ready: %d rendered, %d cached", rendered, cached)
         self._start_metrics()
+        self.speech = await loop.run_in_executor(None, self._load_speech, data)
         if self.telephony is None:
             self.telephony = self._build_telephony()
         await self.telephony.start(self.on_event)
@@ -316,6 +340,7 @@ class App:
             region=s.clinic.region,
             security=s.security,
             queues=self.queues,
+            recording_guard=self.recordings,
         )
 
     async def _shutdown(self, drain_seconds: float = 20.0) -> None:
@@ -329,6 +354,8 @@ class App:
         pending = [s.task for s in self.sessions.values() if s.task]
         if pending:
             await asyncio.wait(pending, timeout=5)
+        if self.recordings is not None:
+            await self.recordings.stop()  # seals still running finish first
         if self.writer is not None:
             self.writer.close()
         if self._http is not None:

@@ -255,6 +255,19 @@ def cmd_agents(args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_firewall(args: argparse.Namespace) -> int:
+    from appliance.security.firewall import render
+
+    settings = _settings(args)
+    text = render(settings, sip_rate=args.sip_rate, sip_burst=args.sip_burst, ssh_port=args.ssh_port or None,
+                  source=settings.source)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from datetime import date
     from zoneinfo import ZoneInfo
@@ -343,15 +356,26 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--wait", type=float, default=5.0, help="seconds to wait for the running box")
     agents.set_defaults(func=cmd_agents)
 
+    fw = sub.add_parser("firewall", help="the box's nftables rules, from the settings")
+    fwsub = fw.add_subparsers(dest="firewall_cmd", required=True)
+    fwr = fwsub.add_parser("render", help="print the rules; load them with nft -f")
+    fwr.add_argument("--output", "-o", help="write to this file instead of stdout")
+    fwr.add_argument("--sip-rate", type=int, default=50, help="SIP packets a second per peer (default 50)")
+    fwr.add_argument("--sip-burst", type=int, default=100, help="burst above the rate (default 100 packets)")
+    fwr.add_argument("--ssh-port", type=int, default=22, help="SSH from the management networks; 0 = closed")
+    fw.set_defaults(func=cmd_firewall)
+
     rep = sub.add_parser("report", help="a day's service level, abandoned calls and callbacks")
     rep.add_argument("--day", help="YYYY-MM-DD (default: today)")
     rep.add_argument("--csv", action="store_true")
     rep.add_argument("--full-numbers", action="store_true")
     rep.set_defaults(func=cmd_report)
 
+    from appliance.recordings_cli import add_recordings_parser
     from appliance.speech.model_cli import add_models_parser
 
     add_models_parser(sub, _settings)
+    add_recordings_parser(sub, _settings)
 
     demo = sub.add_parser("demo", help="start a box on 127.0.0.1 and call it from a built-in softphone")
     demo.add_argument("--digits", default="510",

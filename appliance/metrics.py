@@ -75,3 +75,11 @@ QUEUE_AGENTS = Gauge("registratura_queue_agents", "Receptionists by state (idle,
                      "offline)", ["queue", "state"], registry=REGISTRY)
 CALLBACKS_SCHEDULED = Counter("registratura_callbacks_scheduled", "Callback requests stored, by reason (offer, "
                               "abandon)", ["reason"], registry=REGISTRY)
+THREATS = Counter("registratura_threats", "Calls marked a threat by a receptionist (*0): recording on legal hold",
+                  registry=REGISTRY)
+ABUSE_MARKS = Counter("registratura_abuse_marks", "Callers marked abusive by a receptionist (*9)", registry=REGISTRY)
+RECORDING_DISK_FULL = Gauge("registratura_recording_disk_full", "1 while calls are not recorded because the data disk "
+                            "is full (below recording.min_free_mb after deleting old recordings), else 0",
+                            registry=REGISTRY)
+DATA_FREE_BYTES = Gauge("registratura_data_free_bytes", "Free space on the data disk (database and recordings)",
+                        registry=REGISTRY)

@@ -37,6 +37,7 @@ class SessionDeps:
     max_call_seconds: float = 3600.0
     security: Any = None  # settings.SecuritySettings; None = no screening
     queues: Any = None  # acd.service.QueueService; None = no queues configured
+    recording_guard: Any = None  # recordings.RecordingGuard: disk space and sealing; None = no checks
 
 
 class CallSession:
@@ -85,7 +86,10 @@ class CallSession:
 
     async def _note(self, kind: str, detail: str = "") -> None:
         if self.record_id is not None:
-            await self._db(self.deps.store.store.add_event, self.record_id, time.time(), kind, detail)
+            try:
+                await self._db(self.deps.store.store.add_event, self.record_id, time.time(), kind, detail)
+            except Exception as exc:  # noqa: BLE001 - a full disk loses a timeline line, not the call
+                _LOGGER.error("call %s: timeline entry %r not stored: %s", self.call_id, kind, exc)
 
     async def _run(self) -> None:
         try:
@@ -203,13 +207,18 @@ class CallSession:
     async def _answered(self) -> None:
         self.answered_at = time.time()
         await self._db(self.deps.store.store.call_answered, self.record_id, self.answered_at)
-        if self.deps.recordings_dir is not None:
+        guard = self.deps.recording_guard
+        if self.deps.recordings_dir is not None and guard is not None and not guard.may_record():
+            await self._note("recording", "off: disk full")  # the call goes on unrecorded
+        elif self.deps.recordings_dir is not None:
             path = self._recording_path()
             try:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 # Durable first: the path is in the record before the first byte is written.
                 await self._db(self.deps.store.store.set_recording, self.record_id, str(path))
                 await self.deps.telephony.start_recording(self.call_id, path)
+                if guard is not None:  # stopped cleanly if the disk fills; sealed after the call
+                    guard.started(self.call_id, self.record_id, path, self.deps.telephony)
             except (OSError, RegistraturaError) as exc:
                 _LOGGER.warning("call %s: recording not started: %s", self.call_id, exc)
                 await self._note("recording", f"not started: {exc}")
@@ -258,6 +267,8 @@ class CallSession:
         now = time.time()
         await self._note("end", f"by {event.by} ({event.status_code} {event.reason})".strip())
         await self._db(self.deps.store.store.call_ended, self.record_id, now, outcome, event.reason)
+        if self.deps.recording_guard is not None:
+            await self.deps.recording_guard.finished(self.call_id)
         metrics.ACTIVE_CALLS.dec()
         metrics.CALLS.labels(outcome).inc()
         if self.answered_at:

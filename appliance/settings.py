@@ -152,6 +152,10 @@ class MetricsSettings(_Endpoint):
 class RecordingSettings:
     mode: str = "all"
     format: str = "mixed"
+    retention_days: int = 90  # recordings older than this are deleted (legal holds excepted); 0 = keep
+    max_disk_mb: int = 0  # recordings above this size are deleted oldest first; 0 = no cap
+    min_free_mb: int = 200  # below this much free space: oldest deleted first, then recording stops
+    seal_public_key: Path | None = None  # encrypt each recording for this X25519 key after the call
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ class SecuritySettings:
     never_block: tuple[str, ...] = ()  # numbers/prefixes never blocked (ambulance dispatch, staff, partners)
     auto_block: AutoBlockSettings = field(default_factory=AutoBlockSettings)
     abuse: AbuseSettings = field(default_factory=AbuseSettings)
+    threat_webhook: str | None = None  # POSTed JSON when a receptionist marks a threat (*0)
 
 
 @dataclass(frozen=True)
@@ -509,6 +514,13 @@ def _sip_uri(v: Any) -> str:
     return text
 
 
+def _url(v: Any) -> str:
+    text = _text(v).strip()
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", text):
+        raise _Bad(f"'{text}' is not an http(s) URL", 'use e.g. "https://security.clinic.local/hooks/threat"')
+    return text
+
+
 def _outbound(v: Any) -> str:
     text = _text(v).strip()
     if not re.match(r"^sips?:\{(number|digits|national)\}@[^@\s]+$", text):
@@ -575,11 +587,13 @@ _SCHEMA: dict[type, dict[str, Any]] = {
     MetricsSettings: {"listen": _host_port("127.0.0.1:9310"), "allow_from": _networks,
                       "basic_auth": BasicAuth},
     BasicAuth: {"user": _text, "password": _text},
-    RecordingSettings: {"mode": _choice("all", "none"), "format": _choice("mixed", "stereo")},
+    RecordingSettings: {"mode": _choice("all", "none"), "format": _choice("mixed", "stereo"),
+                        "retention_days": _number(0, 3650, whole=True), "max_disk_mb": _number(0, 10**8, whole=True),
+                        "min_free_mb": _number(0, 10**6, whole=True), "seal_public_key": Path},
     SilenceSettings: {"no_input_timeout": _number(1, 120), "retries": _number(0, 10, whole=True),
                       "dead_line_timeout": _number(5, 3600)},
     SecuritySettings: {"withheld": _choice("allow", "block"), "never_block": _patterns,
-                       "auto_block": AutoBlockSettings, "abuse": AbuseSettings},
+                       "auto_block": AutoBlockSettings, "abuse": AbuseSettings, "threat_webhook": _url},
     AutoBlockSettings: {"calls": _number(0, 100, whole=True), "minutes": _number(1, 1440),
                         "block_minutes": _number(1, 10080)},
     AbuseSettings: {"marks": _number(0, 10, whole=True), "days": _number(1, 365)},

@@ -30,7 +30,10 @@ def wait_for_call_end(db: Path, count: int = 1, timeout: float = 15.0) -> list[d
             if len(calls) >= count and all(c["outcome"] for c in calls[:count]):
                 return calls
         time.sleep(0.2)
-    raise AssertionError(f"calls not closed within {timeout} s: {calls}")
+    import sqlite3
+
+    raw = sqlite3.connect(db).execute('SELECT id, outcome FROM "call"').fetchall()
+    raise AssertionError(f"calls not closed within {timeout} s: raw {raw}; {calls}")
 
 
 def read_wav(path: Path) -> tuple[int, np.ndarray]:

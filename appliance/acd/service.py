@@ -41,6 +41,7 @@ _LOGGER = logging.getLogger(__name__)
 
 MOH_DIR = "moh"
 CALLBACK_KEY = "1"
+FEATURE_CODES = {"*9": "abusive", "*0": "threat"}  # pressed by the receptionist during a connected call
 
 
 def queue_config(name: str, qs: Any) -> QueueConfig:
@@ -79,6 +80,7 @@ class _Leg:
     target: str  # caller call id (or callback id)
     answered: bool = False
     cancelled: bool = False
+    keys: str = ""  # the receptionist's last keys, for feature codes (*9 abusive, *0 threat)
 
 
 @dataclass
@@ -207,6 +209,14 @@ class QueueService:
                 await self._hangup_leg(leg_id)
                 return
             await self._feed(leg.queue, lambda core, now: core.agent_answered(leg.agent, now))
+        elif isinstance(event, ev.DtmfReceived):
+            leg.keys = (leg.keys + event.digit)[-2:]
+            caller = self.callers.get(leg.target)
+            if caller is not None and caller.bridged_leg == leg_id and leg.keys in FEATURE_CODES:
+                kind, leg.keys = FEATURE_CODES[leg.keys], ""
+                from appliance.security.marks import mark_call
+
+                await mark_call(self.writer, self.settings.security, caller.session, kind, leg.agent)
         elif isinstance(event, ev.CallEnded):
             self.legs.pop(leg_id, None)
             if leg.cancelled:

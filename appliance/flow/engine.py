@@ -35,6 +35,7 @@ from appliance.events import (
     StopPlayback,
     TimerFired,
     Transfer,
+    VoiceActivity,
 )
 from appliance.flow import conditions, keywords
 from appliance.flow.model import (
@@ -98,7 +99,7 @@ def step(
     if state.finished:
         return state, []
     handler = _HANDLERS.get(type(event))
-    if handler is None:  # CallOffered, CallAnswered, VoiceActivity: nothing for the flow to do
+    if handler is None:  # CallOffered, CallAnswered: nothing for the flow to do
         return state, []
     run = _Run(flow, flows, now)
     try:
@@ -403,6 +404,31 @@ def _on_dtmf(run: _Run, state: CallState, event: DtmfReceived) -> CallState:
     return _ask_digit(run, state, flow, node, event.digit)
 
 
+def _on_voice(run: _Run, state: CallState, event: VoiceActivity) -> CallState:
+    """Barge-in: the caller starts speaking over an interruptible prompt.
+
+    A menu or ask stops its prompt and waits for the answer as if the prompt had ended (the no-input timer
+    starts, so speech that is never understood still leads to the reprompt or the silent path); an
+    interruptible ``say`` skips to its next node, as a key would. Non-interruptible prompts (the recording
+    notice, hand-over announcements, goodbyes) play on. The end of speech changes nothing here.
+    """
+    if not event.speaking or not state.playing:
+        return state
+    flow, node = _node(run, state)
+    if isinstance(node, SayNode):
+        if not node.interruptible:
+            return state
+        run.emit(Note("speech", f"barge-in: {node.id}"))
+        return _next(run, state, node.next)
+    if not isinstance(node, MenuNode | AskNode) or not node.interruptible:
+        return state
+    run.emit(Note("speech", f"barge-in: {node.id}"))
+    state = _stop(run, state)
+    if isinstance(node, AskNode) and state.digits and state.phase != "confirm":
+        return state  # typing already started; the interdigit timer runs
+    return _start_timer(run, state, NO_INPUT, node.timeout or flow.no_input_timeout)
+
+
 def _on_timer(run: _Run, state: CallState, event: TimerFired) -> CallState:
     if event.name not in state.timers:
         return state  # cancelled or restarted meanwhile
@@ -447,6 +473,7 @@ _HANDLERS: dict[type, Callable[..., CallState]] = {
     DtmfReceived: _on_dtmf,
     TimerFired: _on_timer,
     SpeechHeard: _on_speech,
+    VoiceActivity: _on_voice,
     LineSilent: _on_line_silent,
     CallEnded: _on_call_ended,
 }

@@ -17,6 +17,7 @@ from appliance.errors import StoreError
 from appliance.store.blocks import BlocksMixin
 from appliance.store.migrations import MIGRATIONS
 from appliance.store.queue import QueueMixin
+from appliance.store.recordings import RecordingsMixin
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _chmod_quietly(path: Path, mode: int) -> None:
         _LOGGER.warning("cannot set mode %o on %s: %s", mode, path, exc)
 
 
-class Store(BlocksMixin, QueueMixin):
+class Store(BlocksMixin, QueueMixin, RecordingsMixin):
     """Every durable fact goes through here. Writes are synchronous; run them on one writer thread.
 
     Reads may come from other threads (each thread gets its own SQLite connection; WAL lets readers
@@ -119,7 +120,10 @@ class Store(BlocksMixin, QueueMixin):
             if not self.path.parent.exists():
                 self.path.parent.mkdir(mode=0o700, parents=True)
                 os.chmod(self.path.parent, 0o700)
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            # Only a new file: closing any descriptor of an open database drops this process's SQLite (POSIX)
+            # locks on it, and another process closing its connection then deletes the WAL under our writer.
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         except OSError as exc:
             raise StoreError(
                 f"cannot create the database {self.path}: {exc.strerror}; check the directory exists "

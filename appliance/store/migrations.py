@@ -126,10 +126,25 @@ def _m4_agent_commands(db: pw.SqliteDatabase) -> None:
         db.execute_sql(sql)
 
 
+def _m5_recording_holds(db: pw.SqliteDatabase) -> None:
+    for sql in (
+        """CREATE TABLE "recording_hold" (
+            "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+            "call_id" INTEGER NOT NULL REFERENCES "call" ("id"),
+            "reason" TEXT NOT NULL DEFAULT '',
+            "at" REAL NOT NULL,
+            "released_at" REAL)""",
+        'CREATE INDEX "recording_hold_call" ON "recording_hold" ("call_id", "released_at")',
+        'CREATE INDEX "call_recorded" ON "call" ("started_at") WHERE "recording" IS NOT NULL',
+    ):
+        db.execute_sql(sql)
+
+
 # index + 1 == version
 MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _m1_create_tables,
     _m2_blocks_and_marks,
     _m3_queue_log_and_callbacks,
     _m4_agent_commands,
+    _m5_recording_holds,
 ]

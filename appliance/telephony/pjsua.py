@@ -57,6 +57,10 @@ _POLL_MS = 5  # how long the pj thread waits for SIP events before it checks the
 _PLAYLIST_BUFSIZE = 4000  # PJMEDIA_FILE_PORT_BUFSIZE: a playlist reads its files ahead in chunks this big
 _FRAME_USEC = 20000  # the conference bridge's frame (ptime)
 _TAP_EVERY = 5  # the audio watch looks at one 20 ms frame in five: energy needs no more
+# Strangers (sources outside sip.allow_from): this many INVITEs a second (after a burst) get a clear 403,
+# the rest a stateless 421 that costs pjsua almost nothing; one log line per source a minute at most.
+_STRANGER_403_RATE, _STRANGER_403_BURST = 5.0, 10
+_STRANGER_LOG_EVERY_S, _STRANGER_LOG_BURST = 60.0, 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,8 @@ class StackConfig:
     registration: Any = None  # settings.Registration or None
     log_level: int = 2  # pjsip's own log level routed into logging (numbers masked)
     dead_line_timeout: float | None = None  # watch incoming audio (VAD, dead line); None = no watch (softphone)
+    new_vad: Callable[[], Any] | None = None  # a call's detector (speech.engines.SpeechEngines.new_vad); None = energy
+    release_vad: Callable[[Any], None] | None = None  # gives a model detector back when the call's audio ends
 
 
 def _mask(line: str) -> str:
@@ -159,22 +165,85 @@ def _pick_vector_reader() -> Callable[[Any], bytes]:
     return _vector_bytes_slow
 
 
+class _VadWorker:
+    """Runs model VADs (Silero) off the media clock thread.
+
+    The tap only copies a frame's bytes and queues them (~10 µs); this one thread feeds each call's
+    ``LineWatch`` in order and hands the events to the loop. Silero costs ~0.16 ms a 20 ms frame (p99 ~0.9 ms):
+    30 calls of it on the clock thread would eat a quarter of every tick. Jobs hold plain Python objects
+    only (never a pjsua2 object: dropping one on this thread would call into pjsua2). Past ``max_backlog``
+    queued frames (the CPU cannot keep up) new frames are dropped and counted, never waited for.
+    """
+
+    def __init__(self, adapter: PjsuaTelephony, release: Callable[[Any], None] | None,
+                 max_backlog: int = 3000) -> None:
+        self.adapter = adapter
+        self.release = release
+        self.max_backlog = max_backlog
+        self.dropped = 0
+        self._jobs: queue.SimpleQueue[tuple[LineWatch, bool, bytes | None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="vad", daemon=True)
+        self._thread.start()
+
+    def submit(self, watch: LineWatch, poked: bool, data: bytes) -> None:  # media clock thread
+        if self._jobs.qsize() > self.max_backlog:
+            self.dropped += 1
+            return
+        self._jobs.put((watch, poked, data))
+
+    def done(self, watch: LineWatch) -> None:
+        """The call's audio has ended: give its detector back once the frames before this are fed."""
+        self._jobs.put((watch, False, None))
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            watch, poked, data = job
+            if data is None:  # the call's audio ended: give the detector back (once)
+                if getattr(watch, "released", False):
+                    continue
+                watch.off = watch.released = True  # type: ignore[attr-defined]
+                if self.release is not None:
+                    try:
+                        self.release(watch.vad)
+                    except Exception:  # noqa: BLE001
+                        _LOGGER.exception("call %s: VAD not given back to the pool", watch.call_id)
+                continue
+            if getattr(watch, "off", False):  # released or failed: a late frame is skipped
+                continue
+            try:
+                if poked:
+                    watch.activity()
+                for event in watch.feed(data, _FRAME_USEC / 1e6):
+                    self.adapter._emit(event)
+            except Exception:  # say it once and stop watching this call
+                watch.off = True  # type: ignore[attr-defined]
+                _LOGGER.exception("call %s: audio watch failed and is off for this call", watch.call_id)
+
+
 class _AudioTap(pj.AudioMediaPort):
     """The caller's audio for the VAD and the dead-line watch.
 
-    ``onFrameReceived`` runs on the media clock thread for every 20 ms frame: it looks at one frame in
-    ``every``, copies its bytes, feeds the pure ``LineWatch`` and hands the events it returns to the loop.
-    No logging per frame and no pjsua2 calls here.
+    ``onFrameReceived`` runs on the media clock thread for every 20 ms frame. With the energy detector it
+    looks at one frame in ``every``, copies its bytes, feeds the pure ``LineWatch`` and hands the events it
+    returns to the loop. With a model VAD (``worker`` given) it copies every frame and queues it for the
+    ``_VadWorker`` thread. No logging per frame and no pjsua2 calls here; ``busy`` sums the time spent here.
     """
 
-    def __init__(self, adapter: PjsuaTelephony, watch: LineWatch, every: int = _TAP_EVERY) -> None:
+    def __init__(self, adapter: PjsuaTelephony, watch: LineWatch, every: int = _TAP_EVERY,
+                 worker: _VadWorker | None = None) -> None:
         super().__init__()
         self.reader = _pick_vector_reader()
         self.adapter = adapter
         self.watch = watch
-        self.every = every
-        self.seconds = every * _FRAME_USEC / 1e6
+        self.worker = worker
+        self.every = 1 if worker is not None else every  # a model needs contiguous audio
+        self.seconds = self.every * _FRAME_USEC / 1e6
         self.count = 0
+        self.busy = 0.0  # seconds spent in onFrameReceived on the frames it looked at
         self.closed = False
         self.poked = False  # set from the DTMF callback: a sign of life that is not audio
 
@@ -184,18 +253,44 @@ class _AudioTap(pj.AudioMediaPort):
         self.count += 1
         if self.count % self.every:
             return
+        t0 = time.perf_counter()
         try:
-            if self.poked:
-                self.poked = False
-                self.watch.activity()
+            poked, self.poked = self.poked, False
             data = b""
             if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and frame.size:
                 data = self.reader(frame.buf)
-            for event in self.watch.feed(data, self.seconds):
-                self.adapter._emit(event)
+            if self.worker is not None:
+                self.worker.submit(self.watch, poked, data)
+            else:
+                if poked:
+                    self.watch.activity()
+                for event in self.watch.feed(data, self.seconds):
+                    self.adapter._emit(event)
         except Exception:  # an exception must never reach pjmedia; say it once and stop watching
             self.closed = True
             _LOGGER.exception("call %s: audio watch failed and is off for this call", self.watch.call_id)
+        self.busy += time.perf_counter() - t0
+
+
+def _source_ip(address: str) -> str:
+    """'192.0.2.1:5060' or '[2001:db8::1]:5060' -> the IP."""
+    return address.rsplit(":", 1)[0].strip("[]")
+
+
+class _Bucket:
+    """A token bucket fed the time (no clock of its own): ``take(now)`` is false once it is spent."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.last = float(burst), 0.0
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 @dataclass
@@ -250,19 +345,20 @@ class _Account(pj.Account):
     def onIncomingCall(self, prm: Any) -> None:  # noqa: N802  (pj thread)
         self.adapter._on_incoming(self, prm)
 
+    def onIncomingSubscribe(self, prm: Any) -> None:  # noqa: N802  (pj thread)
+        prm.code = 403  # pjsua would accept anyone's presence subscription; the box has no presence
+
 
 class _Endpoint(pj.Endpoint):
     def __init__(self, adapter: PjsuaTelephony) -> None:
         super().__init__()
         self.adapter = adapter
 
-    def onRejectedIncomingCall(self, prm: Any) -> None:  # noqa: N802  (pj thread: over capacity etc.)
-        source = ""
-        try:
-            source = prm.rdata.srcAddress
-        except Exception:  # noqa: BLE001 - a diagnostic only
-            pass
-        self.adapter._emit(InviteRejected(source, "capacity", int(prm.statusCode)))
+    def onSelectAccount(self, prm: Any) -> None:  # noqa: N802  (pj thread: before any dialog or media)
+        self.adapter._select_account(prm)
+
+    def onRejectedIncomingCall(self, prm: Any) -> None:  # noqa: N802  (pj thread: refused by pjsua itself)
+        self.adapter._on_pjsua_rejected(prm)
 
 
 @contextlib.contextmanager
@@ -318,7 +414,14 @@ class PjsuaTelephony:
         self._deferred: list[tuple[float, Event]] = []  # pj thread only
         self._ep: Any = None
         self._acc: Any = None
+        self._quarantine: tuple[Any, Any] | None = None  # (refuse, shed) accounts for strangers
+        self._account_ids = (-1, -1, -1)  # (ours, refuse, shed) as pjsua numbers them
+        self._allow_cache: dict[str, bool] = {}  # pj thread only
+        self._stranger_403 = _Bucket(_STRANGER_403_RATE, _STRANGER_403_BURST)
+        self._stranger_log = _Bucket(1.0 / _STRANGER_LOG_EVERY_S, _STRANGER_LOG_BURST)
+        self._strangers: dict[str, list[float]] = {}  # ip -> [last logged, refusals since]; pj thread only
         self._log_writer: Any = None
+        self._vad_worker: _VadWorker | None = None  # started with the first call that gets a model VAD
 
     def _new_id(self) -> str:
         """Call ids are unique across restarts too: callbacks and the queue log outlive the process."""
@@ -348,6 +451,11 @@ class PjsuaTelephony:
         self._running.clear()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
         self._thread = None
+        if self._vad_worker is not None:
+            worker, self._vad_worker = self._vad_worker, None
+            await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+            if worker.dropped:
+                _LOGGER.warning("VAD: %d audio frames dropped (the CPU could not keep up)", worker.dropped)
 
     def stop_accepting(self) -> None:
         """New INVITEs get 503 from now on (graceful shutdown drains the calls in progress)."""
@@ -452,12 +560,39 @@ class PjsuaTelephony:
             rtp.publicAddress = cfg.public_address
         self._acc = _Account(self)
         self._acc.create(acc_cfg, True)
+        if cfg.allow is not None:
+            self._quarantine = self._create_quarantine(host_for_uri, cfg.port)
+            self._account_ids = (self._acc.getId(), *(a.getId() for a in self._quarantine))
 
         capacity = call_capacity()
         build = "pypi" if capacity <= 4 else "appliance"
         return StackInfo(
             library=f"pjsua2 {ep.libVersion().full}", build=build, capacity=capacity, requested=cfg.max_calls
         )
+
+    def _create_quarantine(self, host: str, port: int) -> tuple[Any, Any]:
+        """Two accounts that only ever refuse strangers, steered there by ``_select_account``.
+
+        pjsua binds a call's RTP/RTCP sockets before ``onIncomingCall`` can refuse it, and pjlib keeps a
+        closed socket's ioqueue slot for 500 ms: a few dozen refused INVITEs in half a second exhaust the
+        slots (64 in the PyPI build, 1024 in ours) and pjlib aborts the process. Both accounts use loopback
+        media (no sockets). "refuse": ``_on_incoming`` answers 403. "shed": 100rel and session timers are
+        required, so pjsua answers 421 statelessly (no dialog, no transaction, no retransmission) to any
+        INVITE that does not offer both, before it creates anything; one that does still gets the 403.
+        """
+        accounts = []
+        for name, strict in (("refuse", False), ("shed", True)):
+            acc_cfg = pj.AccountConfig()
+            acc_cfg.idUri = f"sip:{name}@{host}:{port}"
+            acc_cfg.regConfig.registerOnAdd = False
+            acc_cfg.mediaConfig.useLoopMedTp = True
+            if strict:
+                acc_cfg.callConfig.prackUse = pj.PJSUA_100REL_MANDATORY
+                acc_cfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_REQUIRED
+            acc = _Account(self)
+            acc.create(acc_cfg, False)
+            accounts.append(acc)
+        return accounts[0], accounts[1]
 
     def _destroy_lib(self) -> None:
         ep = self._ep
@@ -467,6 +602,10 @@ class PjsuaTelephony:
             self._release_media(rec)
         self._calls.clear()  # drop every pj.Call before libDestroy: pjsua2 aborts otherwise
         self._rejected.clear()
+        for acc in self._quarantine or ():
+            with contextlib.suppress(Exception):
+                acc.shutdown()
+        self._quarantine = None
         if self._acc is not None:
             try:
                 self._acc.shutdown()
@@ -494,15 +633,72 @@ class PjsuaTelephony:
         except RuntimeError:  # loop closed while we were shutting down
             pass
 
+    def _allowed(self, ip: str) -> bool:
+        allow = self.config.allow
+        if allow is None:
+            return True
+        ok = self._allow_cache.get(ip)
+        if ok is None:
+            if len(self._allow_cache) >= 4096:  # spoofed sources must not grow it without bound
+                self._allow_cache.clear()
+            ok = self._allow_cache[ip] = bool(allow(ip))
+        return ok
+
+    def _select_account(self, prm: Any) -> None:
+        """Pick the account for an out-of-dialog INVITE (or MESSAGE/SUBSCRIBE) before pjsua builds anything.
+
+        Runs for every stranger's packet in a flood: no parsing, no logging, no event."""
+        if self._quarantine is None:
+            return
+        ours, refuse, shed = self._account_ids
+        try:
+            if self._allowed(_source_ip(prm.rdata.srcAddress)):
+                prm.accountIndex = ours
+            elif self._stranger_403.take(time.monotonic()):
+                prm.accountIndex = refuse
+            else:
+                prm.accountIndex = shed
+        except Exception:  # noqa: BLE001 - nothing may reach pjsua; when in doubt, the cheapest refusal
+            prm.accountIndex = shed
+
+    def _count_refused(self, ip: str) -> None:
+        """A stranger refused: counted at once; logged at most once a minute per source, and a few lines a
+        minute in all (spoofed sources), so a flood costs no log I/O."""
+        metrics.REJECTED_INVITES.labels("not_allowed").inc()
+        now = time.monotonic()
+        seen = self._strangers.get(ip)
+        if seen is not None and now - seen[0] < _STRANGER_LOG_EVERY_S:
+            seen[1] += 1
+            return
+        if not self._stranger_log.take(now):
+            return
+        if len(self._strangers) >= 1024:
+            self._strangers.clear()
+        more = int(seen[1]) if seen else 0
+        self._strangers[ip] = [now, 0]
+        _LOGGER.warning("SIP from %s refused: not in sip.allow_from%s", ip,
+                        f" ({more} more since the last line)" if more else "")
+
+    def _on_pjsua_rejected(self, prm: Any) -> None:
+        """pjsua refused an INVITE itself: a stranger shed with 421, no call slot (486) or a bad request."""
+        source = ""
+        with contextlib.suppress(Exception):
+            source = prm.rdata.srcAddress
+        code = int(prm.statusCode)
+        if source and not self._allowed(_source_ip(source)):
+            self._count_refused(_source_ip(source))
+            return
+        self._emit(InviteRejected(source, "capacity" if code in (486, 503) else "invalid", code))
+
     def _on_incoming(self, account: _Account, prm: Any) -> None:
         call = _Call(self, account, prm.callId)
         source = prm.rdata.srcAddress
-        source_ip = source.rsplit(":", 1)[0].strip("[]")
+        source_ip = _source_ip(source)
         reason = ""
         code = 0
         if not self.config.accept_incoming:
             reason, code = "not_accepting", 603
-        elif self.config.allow is not None and not self.config.allow(source_ip):
+        elif account is not self._acc or not self._allowed(source_ip):
             reason, code = "not_allowed", 403
         elif not self._accepting:
             reason, code = "shutting_down", 503
@@ -516,7 +712,10 @@ class PjsuaTelephony:
             self._rejected.append(call)
             if len(self._rejected) > 256:
                 self._prune_rejected()
-            self._emit(InviteRejected(source, reason, code))
+            if reason == "not_allowed":
+                self._count_refused(source_ip)
+            else:
+                self._emit(InviteRejected(source, reason, code))
             return
         box_id = self._new_id()
         call.box_id = box_id
@@ -591,8 +790,14 @@ class PjsuaTelephony:
 
     def _start_tap(self, rec: _CallRec, call: _Call) -> None:
         if rec.tap is None:
-            watch = LineWatch(rec.call_id, EnergyVad(), self.config.dead_line_timeout)
-            tap = _AudioTap(self, watch)
+            vad = self.config.new_vad() if self.config.new_vad is not None else EnergyVad()
+            worker = None
+            if not isinstance(vad, EnergyVad):  # a model: on the VAD thread, not the media clock thread
+                if self._vad_worker is None:
+                    self._vad_worker = _VadWorker(self, self.config.release_vad)
+                worker = self._vad_worker
+            watch = LineWatch(rec.call_id, vad, self.config.dead_line_timeout)
+            tap = _AudioTap(self, watch, worker=worker)
             fmt = pj.MediaFormatAudio()
             fmt.init(pj.PJMEDIA_FORMAT_PCM, self.config.clock_rate, 1, _FRAME_USEC, 16)
             try:
@@ -608,6 +813,12 @@ class PjsuaTelephony:
         if rec.tap is not None:
             tap, rec.tap = rec.tap, None
             tap.closed = True
+            if tap.worker is not None:
+                tap.worker.done(tap.watch)
+            looked = tap.count // tap.every
+            if looked:
+                _LOGGER.debug("call %s: audio watch (%s) took %.1f µs a frame on the media clock thread",
+                              rec.call_id, type(tap.watch.vad).__name__, tap.busy / looked * 1e6)
             if isinstance(rec.call, _Call):
                 rec.call.tap = None
             try:

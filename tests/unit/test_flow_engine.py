@@ -290,8 +290,11 @@ def test_unclear_speech_is_ignored_during_the_prompt_and_invalid_after_it(tmp_pa
     assert call.of(Play, actions)[0].prompts == ("invalid", "main_menu")
 
 
-def test_voice_activity_and_unknown_events_change_nothing(tmp_path):
+def test_voice_activity_without_a_prompt_to_stop_changes_nothing(tmp_path):
     call = Call(make_flow(tmp_path, MENU))
+    assert call.send(VoiceActivity("c1", False)) == []  # the end of speech
+    call.done()
+    call.done()  # the menu prompt has ended: nothing to barge in on (tests/unit/test_barge_in.py)
     assert call.send(VoiceActivity("c1", True)) == []
 
 
