@@ -408,18 +408,14 @@ def _on_voice(run: _Run, state: CallState, event: VoiceActivity) -> CallState:
     """Barge-in: the caller starts speaking over an interruptible prompt.
 
     A menu or ask stops its prompt and waits for the answer as if the prompt had ended (the no-input timer
-    starts, so speech that is never understood still leads to the reprompt or the silent path); an
-    interruptible ``say`` skips to its next node, as a key would. Non-interruptible prompts (the recording
-    notice, hand-over announcements, goodbyes) play on. The end of speech changes nothing here.
+    starts, so speech that is never understood still leads to the reprompt or the silent path). A ``say``
+    plays on: a patient's "ага" or "алло?" must not skip the instructions they called for (a key still
+    skips an interruptible say). Non-interruptible prompts (the recording notice, hand-over announcements,
+    goodbyes) play on. The end of speech changes nothing here.
     """
     if not event.speaking or not state.playing:
         return state
     flow, node = _node(run, state)
-    if isinstance(node, SayNode):
-        if not node.interruptible:
-            return state
-        run.emit(Note("speech", f"barge-in: {node.id}"))
-        return _next(run, state, node.next)
     if not isinstance(node, MenuNode | AskNode) or not node.interruptible:
         return state
     run.emit(Note("speech", f"barge-in: {node.id}"))

@@ -105,13 +105,13 @@ def test_speech_does_not_cut_a_non_interruptible_prompt(tmp_path):
     assert call.state.playing and call.state.node == "entry"
 
 
-def test_speech_skips_an_interruptible_say_node_like_a_key(tmp_path):
+def test_speech_does_not_skip_information_a_key_would(tmp_path):
+    """A patient's "ага" over the test-preparation text must not cut the instructions short."""
     call = at_menu(tmp_path)
     call.press("1")
     assert call.state.node == "info" and call.state.playing
-    actions = speak(call)
-    assert actions[:2] == [Note("speech", "barge-in: info"), StopPlayback()]
-    assert call.state.node == "bye"
+    assert speak(call) == []
+    assert call.state.node == "info" and call.state.playing
 
 
 def test_speech_over_an_ask_prompt_stops_it_and_the_digits_still_count(tmp_path):
@@ -142,7 +142,7 @@ def test_no_barge_in_on_hand_over_announcements_or_goodbyes(tmp_path):
     assert speak(call) == []
     call = at_menu(tmp_path)
     call.press("1")
-    speak(call)  # skips info
+    call.press("1")  # a key skips the info text
     assert call.state.finished  # the goodbye plays under the session's control, not the engine's
     assert speak(call) == []
 
