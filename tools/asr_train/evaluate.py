@@ -1,0 +1,102 @@
+"""Stage 6: accuracy and speed of an exported model through the box's own loader, for the model card.
+
+Runs in the box's venv (no torch): ``appliance.speech.sherpa.load_asr`` loads the model exactly as the box does,
+each held-out clip goes in as an 8 kHz G.711 call would (16 kHz clip → 8 kHz → µ-law round trip → the box
+resamples back to 16 kHz), and the transcript is scored the way the flow engine uses it:
+
+- menu intent: ``numbers_ru.menu_key`` then ``flow.keywords.best_match`` against the options of the clip's menu
+  node in ivr_flows/ → the right key;
+- phone number: ``numbers_ru.parse_digits`` → exactly the 11 digits;
+- CER over all held-out clips; real-time factor of ``finish()`` on one thread.
+
+    python -m tools.asr_train.evaluate --model-dir run/export --clips clips/ [--out eval.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from appliance.flow.keywords import best_match
+from appliance.speech import sherpa
+from appliance.speech.numbers_ru import menu_key, parse_digits
+from appliance.speech.tts import float_to_pcm16, resample
+from tools.asr_train import synth
+
+
+def menu_options(flows_dir: Path) -> dict[str, list[tuple[str, list[str]]]]:
+    out = {}
+    for path in sorted(flows_dir.glob("*.yaml")):
+        flow = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for node_id, node in (flow.get("nodes") or {}).items():
+            if node.get("options"):
+                out[f"{path.stem}:{node_id}"] = [(str(k), list(o.get("keywords") or []))
+                                                 for k, o in node["options"].items()]
+    return out
+
+
+def _cer(ref: str, hyp: str) -> int:
+    d = list(range(len(hyp) + 1))
+    for i, a in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, b in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (a != b))
+    return d[len(hyp)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", type=Path, required=True)
+    ap.add_argument("--clips", type=Path, required=True)
+    ap.add_argument("--flows", type=Path, default=Path("ivr_flows"))
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    asr = sherpa.load_asr("ru-commands", "nemo_ctc", args.model_dir, 16000, files=["model.int8.onnx", "tokens.txt"])
+    load_s = time.perf_counter() - t0
+    rows = [json.loads(x) for x in (args.clips / "clips.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [r for r in rows if r["split"] == "test"][: args.limit or None]
+    options = menu_options(args.flows)
+    menu_ok = menu_n = phone_ok = phone_n = errs = chars = 0
+    busy = audio_s = 0.0
+    samples = []
+    for r in rows:
+        x, _ = synth.read_wav(args.clips / "wav" / r["path"])
+        call = synth.ulaw_roundtrip(resample(x, 16000, 8000))
+        t1 = time.perf_counter()
+        tr = asr.transcribe(float_to_pcm16(call), 8000)  # resampling + features + model + greedy decode
+        busy, audio_s = busy + time.perf_counter() - t1, audio_s + len(x) / 16000
+        hyp = tr.text
+        errs, chars = errs + _cer(r["text"], hyp), chars + len(r["text"])
+        if r["kind"].startswith("menu:"):
+            _, flow, node, key = r["kind"].split(":")
+            got = menu_key(hyp)
+            if got is None:
+                m = best_match(hyp, options[f"{flow}:{node}"])
+                got = m[0] if m else None
+            menu_n, menu_ok = menu_n + 1, menu_ok + (got == key)
+        elif r["kind"] == "phone":
+            phone_n, phone_ok = phone_n + 1, phone_ok + (parse_digits(hyp) == r["ref"])
+        if len(samples) < 10:
+            samples.append({"ref": r["text"], "hyp": hyp, "voice": r["voice"], "speed": r["speed"]})
+    report = {
+        "clips": len(rows), "audio_seconds": round(audio_s, 1), "load_seconds": round(load_s, 2),
+        "cer": round(errs / max(chars, 1), 4),
+        "menu_intent_accuracy": round(menu_ok / menu_n, 4) if menu_n else None, "menu_clips": menu_n,
+        "phone_exact_accuracy": round(phone_ok / phone_n, 4) if phone_n else None, "phone_clips": phone_n,
+        "rtf_one_thread": round(busy / audio_s, 4) if audio_s and busy else None,
+        "model_bytes": (args.model_dir / "model.int8.onnx").stat().st_size, "samples": samples,
+    }
+    print(json.dumps(report, ensure_ascii=False, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

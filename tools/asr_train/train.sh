@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole ru-commands pipeline in one command (see README.md):
+#   tools/asr_train/train.sh --smoke [--work DIR]   ~30 utterances, one short epoch, tiny model: checks the pipeline
+#   tools/asr_train/train.sh --full  [--work DIR]   the real run (hours on 2 cores); then copy DIR/export/ to models/
+# Environment: TRAIN_PY (python with torch, kaldi-native-fbank, onnx, onnxruntime, sherpa-onnx; default
+# /work/trainvenv/bin/python or python3), BOX_PY (the box's venv, for the evaluation through its own loader;
+# default .venv/bin/python, /work/venv/bin/python or python3). Every stage runs under nice -n 19, one thread.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+mode=smoke
+work=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) mode=smoke ;;
+        --full) mode=full ;;
+        --work) work=$2; shift ;;
+        *) echo "usage: $0 --smoke|--full [--work DIR]" >&2; exit 2 ;;
+    esac
+    shift
+done
+work=${work:-build/asr_train/$mode}
+pick() { for p in "$@"; do if [ -x "$p" ] || command -v "$p" >/dev/null 2>&1; then echo "$p"; return; fi; done; }
+TRAIN_PY=${TRAIN_PY:-$(pick /work/trainvenv/bin/python python3)}
+BOX_PY=${BOX_PY:-$(pick .venv/bin/python /work/venv/bin/python python3)}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+run() { echo "+ $*" >&2; nice -n 19 "$@"; }
+mkdir -p "$work"
+start=$(date +%s)
+if [ "$mode" = smoke ]; then
+    run "$TRAIN_PY" -m tools.asr_train.vocab --flows ivr_flows --out "$work/phrases.jsonl" --numbers 20 --limit 15
+    run "$TRAIN_PY" -m tools.asr_train.synth --phrases "$work/phrases.jsonl" --out "$work/clips" --variants 2
+    run "$TRAIN_PY" -m tools.asr_train.train --clips "$work/clips" --out "$work/run" --size smoke --epochs 1 \
+        --batch-frames 2000
+    run "$TRAIN_PY" -m tools.asr_train.export --ckpt "$work/run/last.pt" --out "$work/export" --clips "$work/clips" \
+        --n-check 5
+    run "$BOX_PY" -m tools.asr_train.evaluate --model-dir "$work/export" --clips "$work/clips" --limit 10 \
+        --out "$work/eval.json"
+else
+    run "$TRAIN_PY" -m tools.asr_train.vocab --flows ivr_flows --out "$work/phrases.jsonl" --numbers 1500
+    run "$TRAIN_PY" -m tools.asr_train.synth --phrases "$work/phrases.jsonl" --out "$work/clips" --variants 8
+    run "$TRAIN_PY" -m tools.asr_train.train --clips "$work/clips" --out "$work/run" --size full --epochs 30
+    run "$TRAIN_PY" -m tools.asr_train.export --ckpt "$work/run/best.pt" --out "$work/export" --clips "$work/clips"
+    run "$BOX_PY" -m tools.asr_train.evaluate --model-dir "$work/export" --clips "$work/clips" --out "$work/eval.json"
+    echo "full run done: review $work/eval.json, then copy $work/export/{model.int8.onnx,tokens.txt} to" \
+         "models/ru-commands/ and fill models/ru-commands/MODEL_CARD.md (template in tools/asr_train/README.md)"
+fi
+echo "asr_train $mode: $(( $(date +%s) - start )) s wall in $work" >&2
