@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from appliance import events as ev
 from appliance import metrics
 from appliance.errors import FlowError
+from appliance.firstboot import read_status as read_firstboot_status
 from appliance.session import CallSession, SessionDeps
 
 _LOGGER = logging.getLogger(__name__)
@@ -214,6 +215,7 @@ class App:
             "active_calls": len(self.sessions),
             "sip_capacity": getattr(info, "capacity", 0),
             "flows": sorted(self.flowset.flows) if self.flowset else [],
+            "firstboot": read_firstboot_status(),
         }
 
     async def run(self) -> int:
