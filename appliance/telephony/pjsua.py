@@ -52,14 +52,15 @@ _DTMF_METHODS = {
     pj.PJSUA_DTMF_METHOD_SIP_INFO: "sip_info",
 }
 _LONG_DIGITS = re.compile(r"\+?\d{5,}")
+_GRAVE_SECONDS = 2.0  # how long a stopped tap or player stays referenced (many conference clock ticks)
 _PORT_REMOVAL_S = 0.08  # a few conference clock ticks (20 ms each)
 _POLL_MS = 5  # how long the pj thread waits for SIP events before it checks the command queue
 _PLAYLIST_BUFSIZE = 4000  # PJMEDIA_FILE_PORT_BUFSIZE: a playlist reads its files ahead in chunks this big
 _FRAME_USEC = 20000  # the conference bridge's frame (ptime)
 _TAP_EVERY = 5  # the audio watch looks at one 20 ms frame in five: energy needs no more
 # Strangers (sources outside sip.allow_from): this many INVITEs a second (after a burst) get a clear 403,
-# the rest a stateless 421 that costs pjsua almost nothing; one log line per source a minute at most.
-_STRANGER_403_RATE, _STRANGER_403_BURST = 5.0, 10
+# the rest a stateless 421 or 500 that costs pjsua almost nothing; a log line per source a minute at most.
+_STRANGER_403_RATE, _STRANGER_403_BURST = 2.0, 3
 _STRANGER_LOG_EVERY_S, _STRANGER_LOG_BURST = 60.0, 10
 
 
@@ -411,7 +412,9 @@ class PjsuaTelephony:
         self._boot = _base36(int(time.time() * 10) % 36**6)  # changes every 0.1 s: two starts never share it
         self._calls: dict[str, _CallRec] = {}  # pj thread only
         self._rejected: list[Any] = []  # calls refused with 403, kept alive until DISCONNECTED
+        self._refusals: list[tuple[Any, int]] = []  # (pj.Call, status) to refuse after onIncomingCall; pj thread
         self._deferred: list[tuple[float, Event]] = []  # pj thread only
+        self._graveyard: list[tuple[float, Any]] = []  # media objects waiting to be dropped (pj thread only)
         self._ep: Any = None
         self._acc: Any = None
         self._quarantine: tuple[Any, Any] | None = None  # (refuse, shed) accounts for strangers
@@ -474,9 +477,13 @@ class PjsuaTelephony:
         ep = self._ep
         while self._running.is_set():
             ep.libHandleEvents(_POLL_MS)
+            if self._refusals:
+                self._send_refusals()
             self._drain_commands()
             if self._deferred:
                 self._flush_deferred()
+            if self._graveyard:
+                self._purge_graveyard()
         self._drain_commands()
         self._flush_deferred(force=True)
         self._destroy_lib()
@@ -576,9 +583,10 @@ class PjsuaTelephony:
         pjsua binds a call's RTP/RTCP sockets before ``onIncomingCall`` can refuse it, and pjlib keeps a
         closed socket's ioqueue slot for 500 ms: a few dozen refused INVITEs in half a second exhaust the
         slots (64 in the PyPI build, 1024 in ours) and pjlib aborts the process. Both accounts use loopback
-        media (no sockets). "refuse": ``_on_incoming`` answers 403. "shed": 100rel and session timers are
-        required, so pjsua answers 421 statelessly (no dialog, no transaction, no retransmission) to any
-        INVITE that does not offer both, before it creates anything; one that does still gets the 403.
+        media (no sockets). "refuse": ``_on_incoming`` answers 403. "shed" makes pjsua refuse statelessly
+        (no dialog, no transaction, no retransmission, no onIncomingCall): 100rel and session timers are
+        required, so an INVITE that offers neither gets 421 at once; one that offers both gets 500 when its
+        dialog cannot take the account's unparseable Contact.
         """
         accounts = []
         for name, strict in (("refuse", False), ("shed", True)):
@@ -589,6 +597,7 @@ class PjsuaTelephony:
             if strict:
                 acc_cfg.callConfig.prackUse = pj.PJSUA_100REL_MANDATORY
                 acc_cfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_REQUIRED
+                acc_cfg.sipConfig.contactForced = "<no contact>"
             acc = _Account(self)
             acc.create(acc_cfg, False)
             accounts.append(acc)
@@ -600,8 +609,12 @@ class PjsuaTelephony:
             return
         for rec in list(self._calls.values()):
             self._release_media(rec)
+        for _ in range(3):  # let the conference clock remove the ports before their objects go
+            ep.libHandleEvents(50)
+        self._purge_graveyard(force=True)
         self._calls.clear()  # drop every pj.Call before libDestroy: pjsua2 aborts otherwise
         self._rejected.clear()
+        self._refusals.clear()
         for acc in self._quarantine or ():
             with contextlib.suppress(Exception):
                 acc.shutdown()
@@ -691,9 +704,14 @@ class PjsuaTelephony:
         self._emit(InviteRejected(source, "capacity" if code in (486, 503) else "invalid", code))
 
     def _on_incoming(self, account: _Account, prm: Any) -> None:
-        call = _Call(self, account, prm.callId)
         source = prm.rdata.srcAddress
         source_ip = _source_ip(source)
+        if self._quarantine is not None and account is self._quarantine[1]:
+            # Not expected (pjsua refuses these itself); should one get here: no pj.Call, so pjsua2 answers
+            # 500 once this returns, and the call slot is free at once.
+            self._count_refused(source_ip)
+            return
+        call = _Call(self, account, prm.callId)
         reason = ""
         code = 0
         if not self.config.accept_incoming:
@@ -703,15 +721,10 @@ class PjsuaTelephony:
         elif not self._accepting:
             reason, code = "shutting_down", 503
         if reason:
-            op = pj.CallOpParam()
-            op.statusCode = code
-            try:
-                call.hangup(op)
-            except pj.Error as exc:
-                _LOGGER.warning("could not refuse INVITE from %s: %s", source_ip, exc.info())
-            self._rejected.append(call)
-            if len(self._rejected) > 256:
-                self._prune_rejected()
+            # Not here: refusing an INVITE without SDP inside onIncomingCall disconnects the call at once,
+            # pjsua frees the request pjsua2 then frees again, and the process aborts (pjsua2 2.15 and 2.16).
+            # The refusal goes out as soon as this callback has returned (``_send_refusals``).
+            self._refusals.append((call, code))
             if reason == "not_allowed":
                 self._count_refused(source_ip)
             else:
@@ -731,6 +744,19 @@ class PjsuaTelephony:
                 source=source,
             )
         )
+
+    def _send_refusals(self) -> None:
+        refusals, self._refusals = self._refusals, []
+        for call, code in refusals:
+            op = pj.CallOpParam()
+            op.statusCode = code
+            try:
+                call.hangup(op)
+            except pj.Error as exc:
+                _LOGGER.debug("could not refuse an INVITE with %d: %s", code, exc.info())
+            self._rejected.append(call)
+        if len(self._rejected) > 256:
+            self._prune_rejected()
 
     def _prune_rejected(self) -> None:
         keep = []
@@ -826,15 +852,29 @@ class PjsuaTelephony:
                     rec.media.stopTransmit(tap)
             except pj.Error:
                 pass
-            del tap  # pjsua2 >= 2.14 guards the port with a group lock: safe to drop mid-tick
+            # pjmedia (>= 2.14) removes conference ports on a later clock tick and may still call the port's
+            # callbacks until then: dropping the Python object now crashed the box under load (a director
+            # callback into a freed object). Keep it alive for a while; the pj thread drops it later.
+            self._bury(tap)
         if rec.recorder is not None:
             recorder, rec.recorder = rec.recorder, None
             del recorder  # closing the recorder finalises the WAV header
+
+    def _bury(self, obj: Any) -> None:
+        """Keep a media object (tap, player) referenced until pjmedia can no longer call it back."""
+        self._graveyard.append((time.monotonic() + _GRAVE_SECONDS, obj))
+
+    def _purge_graveyard(self, force: bool = False) -> None:
+        now = time.monotonic()
+        keep = [(t, o) for t, o in self._graveyard if not force and t > now]
+        if len(keep) != len(self._graveyard):
+            self._graveyard = keep  # the rest are dropped here, on the pj thread
 
     def _stop_player(self, rec: _CallRec) -> bool:
         player, rec.player = rec.player, None
         if player is None:
             return False
+        self._bury(player)
         player.finished = True  # no PlaybackDone from a stopped player
         try:
             if rec.media is not None:
