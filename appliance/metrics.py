@@ -18,7 +18,7 @@ CALLS_STARTED = Counter(
 ACTIVE_CALLS = Gauge("registratura_active_calls", "Calls in progress", registry=REGISTRY)
 REJECTED_INVITES = Counter(
     "registratura_rejected_invites",
-    "INVITEs refused before any flow saw them, by reason (not_allowed, capacity, shutting_down)",
+    "INVITEs refused before any flow saw them, by reason (not_allowed, capacity, invalid, shutting_down)",
     ["reason"],
     registry=REGISTRY,
 )

@@ -92,7 +92,8 @@ def _elements(nets: Iterable[Net]) -> str:
 
 
 def _set(name: str, family: str, nets: tuple[Net, ...], comment: str) -> list[str]:
-    lines = [f"    set {name} {{", f'        comment "{comment}"', f"        type {family}_addr", "        flags interval"]
+    lines = [f"    set {name} {{", f'        comment "{comment}"', f"        type {family}_addr",
+             "        flags interval"]
     if nets:
         lines.append(f"        elements = {{ {_elements(nets)} }}")
     return [*lines, "    }"]
