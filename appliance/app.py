@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +27,20 @@ _LOGGER = logging.getLogger(__name__)
 class StoreWriter:
     """The one writer: every durable write runs on one thread, in order, off the event loop."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, initializer: Callable[[], None] | None = None) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._initializer = initializer
 
     async def run(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: func(*args, **kwargs))
+
+        def call() -> Any:
+            if self._initializer is not None:
+                self._initializer()  # cheap once registered; the SIP stack may start after this thread did
+            return func(*args, **kwargs)
+
+        return await loop.run_in_executor(self._pool, call)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -82,6 +90,15 @@ class FlowSet:
 
     def current(self) -> tuple[dict[str, Any], str]:
         return self.flows, self.main
+
+
+def _register_pj_thread() -> None:
+    """Worker threads register with pjlib once the SIP stack exists (see telephony.pjsua.register_thread)."""
+    try:
+        from appliance.telephony.pjsua import register_thread
+    except ImportError:
+        return
+    register_thread(threading.current_thread().name)
 
 
 def flow_clock(tz: ZoneInfo) -> Callable[[], datetime]:
@@ -142,7 +159,7 @@ class App:
         if closed:
             metrics.INTERRUPTED_CALLS.inc(len(closed))
             _LOGGER.warning("%d call(s) were open when the box stopped; closed as interrupted", len(closed))
-        return StoreWriter(store)
+        return StoreWriter(store, initializer=_register_pj_thread)
 
     def _load_prompts_and_flows(self, data: Path) -> None:
         from appliance.flow import load_prompt_catalog
@@ -235,6 +252,7 @@ class App:
         if self.telephony is None:
             self.telephony = self._build_telephony()
         await self.telephony.start(self.on_event)
+        loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="work", initializer=_register_pj_thread))
         if self.settings.queues:
             from appliance.acd.service import QueueService
 

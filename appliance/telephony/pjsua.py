@@ -201,6 +201,7 @@ class _VadWorker:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        register_thread("vad")
         while (job := self._jobs.get()) is not None:
             watch, poked, data = job
             if data is None:  # the call's audio ended: give the detector back (once)
@@ -386,6 +387,17 @@ def _base36(n: int) -> str:
             return out
 
 
+def register_thread(name: str) -> None:
+    """Make the calling thread known to pjlib. Python may free a pjsua2 object on any thread (its cyclic
+    garbage collector runs wherever memory is allocated); pjlib aborts the process if that thread is unknown."""
+    try:
+        ep = pj.Endpoint.instance()
+        if not ep.libIsThreadRegistered():
+            ep.libRegisterThread(name)
+    except (pj.Error, RuntimeError, AttributeError):
+        pass
+
+
 def call_capacity() -> int:
     """What pjsua really allows after libInit: the build's PJSUA_MAX_CALLS caps uaConfig.maxCalls."""
     # The PyPI wheel is a package (pjsua2/_pjsua2.so), our own build a top-level pjsua2.py + _pjsua2.so;
@@ -440,6 +452,7 @@ class PjsuaTelephony:
         self._running.set()
         self._thread.start()
         self.info = await asyncio.wrap_future(ready)
+        register_thread("asyncio")  # the loop thread drops events and futures that may hold pjsua2 objects
 
     async def stop(self) -> None:
         """Hang up what is left, drop every pj.Call, destroy the library, join the thread."""
