@@ -962,9 +962,10 @@ class Bench:
         p(f"  first start ever, rendering all prompts: {rd['cold_spawn_s']:.2f} s (box's own {rd['cold_box_s']:.2f} s)")
         tops = r.get("levels") or []
         line = f"Resident memory (VmRSS): idle {r['rss_idle_mb']:.0f} MB"
-        if tops:
-            top_rss = max(x["rss_max_mb"] for x in tops)
-            line += (f", at {tops[-1]['n']} calls {tops[-1]['rss_max_mb']:.0f} MB (max {top_rss:.0f} MB)   "
+        measured = [x for x in tops if x["mean_calls"] > 0]
+        if measured:
+            top_rss = max(x["rss_max_mb"] for x in measured)
+            line += (f", at {measured[-1]['n']} calls {measured[-1]['rss_max_mb']:.0f} MB (max {top_rss:.0f} MB)   "
                      f"[target <= {t['rss_mb']:g} MB without speech models: {ok(top_rss <= t['rss_mb'])}]")
         p(line)
         p(f"Idle box CPU: {r['box_idle_cpu_ms_per_s']:.1f} ms per second (clocks and polling with no call)")
@@ -1034,8 +1035,9 @@ class Bench:
                 bad = {k: v for k, v in row["outcomes"].items() if k != "caller_hangup"}
                 fails = [x.get("failed", 0) for x in row["sipp"]]
                 if bad or any(fails) or row["refused"] or row["sipp_errors"]:
+                    errs = " | ".join(row["sipp_errors"][-2:])
                     p(f"  ! level {row['n']}: outcomes {fmt_counts(row['outcomes'])}; refused "
-                      f"{fmt_counts(row['refused'])}; sipp failed calls {fails}; sipp errors {row['sipp_errors'][-2:]}")
+                      f"{fmt_counts(row['refused'])}; sipp failed calls {fails}; sipp errors: {errs[:300]}")
             big = [x for x in tops if x["n"] >= t["concurrent"]]
             if big:
                 b = big[-1]
@@ -1049,6 +1051,12 @@ class Bench:
                   f"{ok(bool(pr) and bad_pct < t['late_pct'])} ({bad_pct:.3f}% heard)]")
             else:
                 p(f"  [targets at >= {t['concurrent']} concurrent calls: not measured (capacity {self.capacity})]")
+        if r.get("floor") and not tops:
+            p()
+            p("Floor only (no box level was measured): sipp answering the calls itself, CPU per call-second")
+            for fl in r["floor"]:
+                p(f"  {fl['n']:>5} calls: {fl['cpu_ms_per_call_s']:.3f} ms "
+                  f"({fl['marginal_ms_per_call_s']:.3f} marginal)")
         ov = r.get("overload")
         if r.get("overload_skipped"):
             p()
@@ -1068,7 +1076,7 @@ class Bench:
             p(f"   {died['last_log_line']}")
         p()
         p(f"Box log: {bl['errors']} error lines, {bl['warnings']} warning lines ({bl['path']}); exit code "
-          f"{r['box_exit_code']} after SIGTERM")
+          f"{r['box_exit_code']}" + (" (it had died)" if died else " after SIGTERM"))
         for k in bl["error_kinds"]:
             p(f"  E {k}")
         for k in bl["warning_kinds"]:
@@ -1119,7 +1127,7 @@ def fmt_probe(pr: dict[str, Any] | None) -> str:
 
 def fmt_rtp(d: dict[str, int]) -> str:
     if not d:
-        return "no RTP stats (box without registratura_rtp_* metrics?)"
+        return "no RTP stats (the box died, or it has no registratura_rtp_* metrics)"
     rx = max(1, d.get("pkt_rx", 0))
     return (f"rx {d.get('pkt_rx', 0)} pkts: lost {d.get('rx_lost', 0)} ({100 * d.get('rx_lost', 0) / rx:.3f}%), "
             f"discarded {d.get('rx_discarded', 0)}; jbuf lost {d.get('jb_lost', 0)}, discarded "
