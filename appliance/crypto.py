@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from appliance.errors import RegistraturaError
+from appliance.fsutil import fsync_dir
 
 MAGIC = b"RGSEAL01"
 SUFFIX = ".sealed"
@@ -192,7 +193,7 @@ def seal_file(plain: Path, public: X25519PublicKey, *, keep_plain: bool = False)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(sealed.parent)
+    fsync_dir(sealed.parent)
     if not keep_plain:
         plain.unlink()
     return sealed
@@ -215,14 +216,3 @@ def is_sealed(path: Path | str) -> bool:
     return str(path).endswith(SUFFIX)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

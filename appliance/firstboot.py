@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from appliance.errors import ConfigError, RegistraturaError, located
+from appliance.fsutil import fsync_dir
 
 SETTINGS_NAME = "registratura.yaml"
 NETWORK_NAME = "network.yaml"
@@ -225,17 +226,6 @@ def render_timesyncd(plan: NetworkPlan) -> str:
 # ----------------------------------------------------------------------------------------- files
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, group: str | None = None) -> None:
@@ -253,7 +243,7 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, group: str | 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _owner(path: Path, mode: int, group: str | None) -> int:

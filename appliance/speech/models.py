@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from appliance.errors import SpeechError, located
+from appliance.fsutil import fsync_dir
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -550,18 +551,12 @@ def _install(entry: ModelEntry, archive: Path, models_dir: Path, archive_sha: st
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(root, final)
-        _fsync_dir(models_dir)
+        fsync_dir(models_dir, strict=True)
         return InstalledModel(entry, final, dir_size(final))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _model_root(tmp: Path, entry: ModelEntry) -> Path:
