@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from appliance.acd.model import CallbackPolicy, QueueEvent, QueueLogRecord
+from appliance.speech.phrases import ru_plural
 
 
 class CallbackState(StrEnum):
@@ -251,7 +252,7 @@ def agent_announcement(cb: Callback, lang: str = "ru") -> str:
         waited = "less than a minute" if minutes < 1 else f"{minutes} minute{'' if minutes == 1 else 's'}"
         why = "asked to be called back" if cb.reason == "offer" else "hung up"
         return f"Callback to {number}. The patient waited {waited} and {why}."
-    waited = "меньше минуты" if minutes < 1 else f"{minutes} {_ru_minutes(minutes)}"
+    waited = "меньше минуты" if minutes < 1 else f"{minutes} {ru_plural(minutes, 'минуту', 'минуты', 'минут')}"
     why = "попросил перезвонить" if cb.reason == "offer" else "не дождался ответа"
     return f"Обратный звонок на номер {number}. Пациент ждал {waited} и {why}."
 
@@ -272,13 +273,6 @@ _TEXTS = {
     },
 }
 
-
-def _ru_minutes(n: int) -> str:
-    if n % 10 == 1 and n % 100 != 11:
-        return "минуту"
-    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
-        return "минуты"
-    return "минут"
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -7,7 +7,7 @@ import math
 from num2words import num2words
 
 
-def _ru_plural(n: int, one: str, few: str, many: str) -> str:
+def ru_plural(n: int, one: str, few: str, many: str) -> str:
     """Russian noun form after a number: 1 минута, 2 минуты, 5 минут, 21 минута, 11 минут."""
     if n % 10 == 1 and n % 100 != 11:
         return one
@@ -33,7 +33,7 @@ def expected_wait(seconds: float | None, language: str = "ru") -> str:
     minutes = max(1, math.ceil(seconds / 60))
     if language == "ru":
         words = num2words(minutes, lang="ru", gender="f")
-        return f"Примерное время ожидания — {words} {_ru_plural(minutes, 'минута', 'минуты', 'минут')}."
+        return f"Примерное время ожидания — {words} {ru_plural(minutes, 'минута', 'минуты', 'минут')}."
     unit = "minute" if minutes == 1 else "minutes"
     return f"The expected wait is about {num2words(minutes, lang='en')} {unit}."
 
@@ -46,5 +46,5 @@ def waited(seconds: float, language: str = "ru") -> str:
         # Accusative of an inanimate noun: only "одна" changes ("ждал одну минуту", "две минуты").
         if words.endswith("одна"):
             words = words[:-4] + "одну"
-        return f"{words} {_ru_plural(minutes, 'минуту', 'минуты', 'минут')}"
+        return f"{words} {ru_plural(minutes, 'минуту', 'минуты', 'минут')}"
     return f"{num2words(minutes, lang='en')} minute{'s' if minutes != 1 else ''}"
