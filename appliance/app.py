@@ -204,11 +204,14 @@ class App:
         from appliance.speech.engines import load_engines
 
         try:
-            eng = load_engines(data / "models", self.settings.clinic.language,
+            kinds = ("asr", "tts") if self.settings.silence.vad == "energy" else ("vad", "asr", "tts")
+            eng = load_engines(data / "models", self.settings.clinic.language, kinds=kinds,
                                max_vad=max(1, min(self.settings.sip.max_calls, 64)))
         except Exception as exc:  # noqa: BLE001 - speech is optional: the box answers with keys and energy VAD
             _LOGGER.warning("speech engines not loaded (%s): energy VAD, keys only", exc)
             return None
+        if "vad" not in kinds:
+            eng.lines.insert(0, "VAD: energy detector (silence.vad: energy)")
         eng.log(_LOGGER)
         if eng.asr is not None:  # streaming caller audio into the recogniser is not wired yet (SpeechHeard)
             _LOGGER.warning("ASR: %s loaded but not yet fed live call audio; menus take keys only", eng.asr.name)

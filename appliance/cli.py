@@ -57,8 +57,11 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - Settings, imported la
 
 def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
+    import faulthandler
 
     from appliance.app import App
+
+    faulthandler.enable()  # a crash in native code leaves every thread's Python stack in the journal
 
     settings = _settings(args)
     setup_logging(settings.log.level)

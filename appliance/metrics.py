@@ -36,6 +36,11 @@ SIP_CALL_CAPACITY = Gauge(
     "Concurrent calls the installed pjsua2 build really allows (4 on the PyPI wheel)",
     registry=REGISTRY,
 )
+MEDIA_PORTS = Gauge(
+    "registratura_sip_media_ports",
+    "Conference bridge ports in use (a call, its prompt player and recorder each take one) and the most there are",
+    ["kind"], registry=REGISTRY,
+)
 STACK_INFO = Info("registratura_sip_stack", "The SIP stack the box runs on", registry=REGISTRY)
 INTERRUPTED_CALLS = Counter(
     "registratura_interrupted_calls_recovered",

@@ -157,6 +157,10 @@ class LineWatch:
     def feed(self, samples: Samples, seconds: float) -> list[ev.Event]:
         return self._after(self.vad.feed(samples, seconds))
 
+    def feed_level(self, rms: float, seconds: float) -> list[ev.Event]:
+        """A level measured elsewhere (the conference bridge's); needs an ``EnergyVad``."""
+        return self._after(self.vad.feed_rms(rms, seconds))  # type: ignore[attr-defined]
+
     def feed_result(self, result: VadResult) -> list[ev.Event]:
         return self._after(result)
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import gc
 import itertools
 import logging
 import os
@@ -52,12 +53,30 @@ _DTMF_METHODS = {
     pj.PJSUA_DTMF_METHOD_SIP_INFO: "sip_info",
 }
 _LONG_DIGITS = re.compile(r"\+?\d{5,}")
-_GRAVE_SECONDS = 2.0  # how long a stopped tap or player stays referenced (many conference clock ticks)
+_GRAVE_SECONDS = 2.0  # how long a stopped player stays referenced (many conference clock ticks)
 _PORT_REMOVAL_S = 0.08  # a few conference clock ticks (20 ms each)
 _POLL_MS = 5  # how long the pj thread waits for SIP events before it checks the command queue
 _PLAYLIST_BUFSIZE = 4000  # PJMEDIA_FILE_PORT_BUFSIZE: a playlist reads its files ahead in chunks this big
 _FRAME_USEC = 20000  # the conference bridge's frame (ptime)
-_TAP_EVERY = 5  # the audio watch looks at one 20 ms frame in five: energy needs no more
+_LEVEL_POLL_S = 0.1  # the energy watch reads each call's level this often (one frame in five: enough for energy)
+_MEAN_TO_RMS = 1.2533  # sqrt(pi/2): RMS over mean absolute amplitude for noise-like audio
+
+
+def _level_table() -> list[float]:
+    """pjmedia keeps a conference port's level as the complemented u-law code (0..255) of the last frame's mean
+    absolute amplitude, and pjsua2 hands it out scaled to 0..100. This maps each percent back to an RMS
+    estimate: the lowest code giving that percent, expanded by G.711 u-law. Percent 0 (codes 0..2: digital
+    silence) maps to 0; percent 1 is about -61 dBFS, the noise floor of a quiet analogue line."""
+    table = []
+    for pct in range(101):
+        code = next(c for c in range(256) if c * 100 // 255 == pct)
+        mean = ((((code & 0x0F) << 3) + 0x84) << ((code >> 4) & 0x07)) - 0x84
+        table.append(0.0 if pct == 0 else mean * _MEAN_TO_RMS)
+    return table
+
+
+_LEVEL_RMS = _level_table()
+_RETIRED: list[Any] = []  # media ports outliving their library (see _destroy_lib)
 # Strangers (sources outside sip.allow_from): this many INVITEs a second (after a burst) get a clear 403,
 # the rest a stateless 421 or 500 that costs pjsua almost nothing; a log line per source a minute at most.
 _STRANGER_403_RATE, _STRANGER_403_BURST = 2.0, 3
@@ -123,6 +142,8 @@ def _unplayed_at_eof(paths: Sequence[str]) -> float:
 
 class _Player(pj.AudioMediaPlayer):
     """A playlist that tells the loop when it has played to its end (called on a pjmedia thread)."""
+
+    finished = True  # see _AudioTap.closed: an EOF during deallocation finds this, not an AttributeError
 
     def __init__(self, adapter: PjsuaTelephony, call_id: str, playback_id: int, tail: float = 0.0) -> None:
         super().__init__()
@@ -227,51 +248,43 @@ class _VadWorker:
 
 
 class _AudioTap(pj.AudioMediaPort):
-    """The caller's audio for the VAD and the dead-line watch.
+    """The caller's audio, every 20 ms frame, for a model VAD (Silero) on the ``_VadWorker`` thread.
 
-    ``onFrameReceived`` runs on the media clock thread for every 20 ms frame. With the energy detector it
-    looks at one frame in ``every``, copies its bytes, feeds the pure ``LineWatch`` and hands the events it
-    returns to the loop. With a model VAD (``worker`` given) it copies every frame and queues it for the
-    ``_VadWorker`` thread. No logging per frame and no pjsua2 calls here; ``busy`` sums the time spent here.
+    ``onFrameReceived`` runs on the media clock thread: it only copies the frame's bytes and queues them.
+    Taps are pooled and reused, never destroyed while the library runs: destroying a pjsua2 media port under
+    call churn crashed the box (pjmedia removes conference ports asynchronously). The energy detector needs
+    no tap at all: it reads the level the conference bridge already computes (``_poll_levels``).
     """
 
-    def __init__(self, adapter: PjsuaTelephony, watch: LineWatch, every: int = _TAP_EVERY,
-                 worker: _VadWorker | None = None) -> None:
+    # Python clears an instance's attributes before SWIG deletes the C++ port, and pjmedia may deliver one
+    # more frame in between: the lookup then falls back to this class attribute instead of raising
+    # AttributeError, which the director turns into a C++ exception and an abort.
+    closed = True
+
+    def __init__(self, adapter: PjsuaTelephony) -> None:
         super().__init__()
         self.reader = _pick_vector_reader()
         self.adapter = adapter
-        self.watch = watch
-        self.worker = worker
-        self.every = 1 if worker is not None else every  # a model needs contiguous audio
-        self.seconds = self.every * _FRAME_USEC / 1e6
-        self.count = 0
-        self.busy = 0.0  # seconds spent in onFrameReceived on the frames it looked at
-        self.closed = False
+        self.watch: LineWatch | None = None
+        self.worker: _VadWorker | None = None
         self.poked = False  # set from the DTMF callback: a sign of life that is not audio
+
+    def attach(self, watch: LineWatch, worker: _VadWorker) -> None:  # pj thread
+        self.watch, self.worker, self.poked = watch, worker, False
+        self.closed = False  # last: the media thread looks at nothing else before this
 
     def onFrameReceived(self, frame: Any) -> None:  # noqa: N802 (pjsua2 name; media clock thread)
         if self.closed:
             return
-        self.count += 1
-        if self.count % self.every:
-            return
-        t0 = time.perf_counter()
         try:
             poked, self.poked = self.poked, False
             data = b""
             if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and frame.size:
                 data = self.reader(frame.buf)
-            if self.worker is not None:
-                self.worker.submit(self.watch, poked, data)
-            else:
-                if poked:
-                    self.watch.activity()
-                for event in self.watch.feed(data, self.seconds):
-                    self.adapter._emit(event)
+            self.worker.submit(self.watch, poked, data)  # type: ignore[union-attr]
         except Exception:  # an exception must never reach pjmedia; say it once and stop watching
             self.closed = True
-            _LOGGER.exception("call %s: audio watch failed and is off for this call", self.watch.call_id)
-        self.busy += time.perf_counter() - t0
+            _LOGGER.exception("audio tap failed and is off for this call")
 
 
 def _source_ip(address: str) -> str:
@@ -306,7 +319,9 @@ class _CallRec:
     player: Any = None
     recorder: Any = None
     recorder_pending: Path | None = None
-    tap: Any = None  # _AudioTap: the caller's audio for VAD / dead-line detection
+    tap: Any = None  # _AudioTap: the caller's audio for a model VAD
+    watch: LineWatch | None = None  # energy VAD and dead-line watch fed from the conference level
+    watched_at: float = 0.0  # when the level was last read
     hung_up_by_box: bool = False
     answered_sent: bool = False
     stats_counted: bool = False  # RTP stats taken before the box hung up (no onStreamDestroyed then)
@@ -319,6 +334,7 @@ class _Call(pj.Call):
         self.adapter = adapter
         self.box_id = ""
         self.tap: _AudioTap | None = None
+        self.poked = False  # a digit arrived: a sign of life for the energy watch (read on the pj thread)
 
     def onCallState(self, prm: Any) -> None:  # noqa: N802  (pj thread)
         self.adapter._on_call_state(self)
@@ -333,9 +349,10 @@ class _Call(pj.Call):
 
     def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802  (pj or media thread: only emit)
         method = _DTMF_METHODS.get(prm.method, "inband")
+        self.poked = True  # a dead line sends no digits
         tap = self.tap
         if tap is not None:
-            tap.poked = True  # a dead line sends no digits
+            tap.poked = True
         self.adapter._emit(DtmfReceived(self.box_id, prm.digit, method))
 
 
@@ -387,15 +404,45 @@ def _base36(n: int) -> str:
             return out
 
 
+_LIB_LOCK = threading.RLock()  # guards _LIB_GEN: no thread registers while the library is destroyed
+_LIB_GEN = 0  # odd while the library is alive; a new generation after each (re)start
+_THREAD = threading.local()  # .gen: the generation this thread registered with
+
+
 def register_thread(name: str) -> None:
     """Make the calling thread known to pjlib. Python may free a pjsua2 object on any thread (its cyclic
-    garbage collector runs wherever memory is allocated); pjlib aborts the process if that thread is unknown."""
-    try:
-        ep = pj.Endpoint.instance()
-        if not ep.libIsThreadRegistered():
-            ep.libRegisterThread(name)
-    except (pj.Error, RuntimeError, AttributeError):
-        pass
+    garbage collector runs wherever memory is allocated); pjlib aborts the process if that thread is unknown.
+    A thread that starts while the library is being destroyed (an executor worker joining the pj thread)
+    must not register: pjlib's thread table is gone and its mutex assertion aborts the process."""
+    with _LIB_LOCK:
+        if not _LIB_GEN % 2 or getattr(_THREAD, "gen", 0) == _LIB_GEN:
+            return
+        _THREAD.gen = _LIB_GEN
+        try:
+            ep = pj.Endpoint.instance()
+            if not ep.libIsThreadRegistered():
+                ep.libRegisterThread(name)
+        except (pj.Error, RuntimeError, AttributeError):
+            pass
+
+
+def _before_collection(phase: str, info: dict[str, Any]) -> None:
+    """The garbage collector is about to run on this thread, which may then free pjsua2 objects: any thread
+    (the metrics server's, a store connection's) must be known to pjlib first."""
+    if phase == "start" and _LIB_GEN % 2 and getattr(_THREAD, "gen", 0) != _LIB_GEN:
+        register_thread(threading.current_thread().name)
+
+
+gc.callbacks.append(_before_collection)
+
+
+def _set_lib_alive(alive: bool) -> None:
+    global _LIB_GEN
+    with _LIB_LOCK:
+        if alive != bool(_LIB_GEN % 2):
+            _LIB_GEN += 1
+        if alive:
+            _THREAD.gen = _LIB_GEN  # the thread that created the library is registered by pjlib itself
 
 
 def call_capacity() -> int:
@@ -423,7 +470,8 @@ class PjsuaTelephony:
         self._ids = itertools.count(1)
         self._boot = _base36(int(time.time() * 10) % 36**6)  # changes every 0.1 s: two starts never share it
         self._calls: dict[str, _CallRec] = {}  # pj thread only
-        self._rejected: list[Any] = []  # calls refused with 403, kept alive until DISCONNECTED
+        self._rejected: dict[int, Any] = {}  # refused calls (pj.Call by id()), kept alive until DISCONNECTED
+        self._ended: list[Any] = []  # calls past DISCONNECTED, dropped after the current libHandleEvents
         self._refusals: list[tuple[Any, int]] = []  # (pj.Call, status) to refuse after onIncomingCall; pj thread
         self._deferred: list[tuple[float, Event]] = []  # pj thread only
         self._graveyard: list[tuple[float, Any]] = []  # media objects waiting to be dropped (pj thread only)
@@ -437,6 +485,10 @@ class PjsuaTelephony:
         self._strangers: dict[str, list[float]] = {}  # ip -> [last logged, refusals since]; pj thread only
         self._log_writer: Any = None
         self._vad_worker: _VadWorker | None = None  # started with the first call that gets a model VAD
+        self._tap_pool: list[_AudioTap] = []  # idle taps (pj thread only); see _AudioTap
+        self._taps: list[_AudioTap] = []  # every tap ever made: kept until the library is gone
+        self._next_level_poll = 0.0
+        self._next_port_count = 0.0
 
     def _new_id(self) -> str:
         """Call ids are unique across restarts too: callbacks and the queue log outlive the process."""
@@ -490,6 +542,8 @@ class PjsuaTelephony:
         ep = self._ep
         while self._running.is_set():
             ep.libHandleEvents(_POLL_MS)
+            if self._ended:
+                self._drop_ended()
             if self._refusals:
                 self._send_refusals()
             self._drain_commands()
@@ -497,6 +551,10 @@ class PjsuaTelephony:
                 self._flush_deferred()
             if self._graveyard:
                 self._purge_graveyard()
+            now = time.monotonic()
+            if now >= self._next_level_poll:
+                self._next_level_poll = now + _LEVEL_POLL_S
+                self._poll_levels(now)
         self._drain_commands()
         self._flush_deferred(force=True)
         self._destroy_lib()
@@ -546,6 +604,7 @@ class PjsuaTelephony:
         med.threadCnt = 1
         med.maxMediaPorts = max(64, cfg.max_calls * 4)
         ep.libInit(ep_cfg)
+        _set_lib_alive(True)
 
         tcfg = pj.TransportConfig()
         tcfg.boundAddress = cfg.host
@@ -585,6 +644,7 @@ class PjsuaTelephony:
             self._account_ids = (self._acc.getId(), *(a.getId() for a in self._quarantine))
 
         capacity = call_capacity()
+        metrics.MEDIA_PORTS.labels("max").set(ep.mediaMaxPorts())
         build = "pypi" if capacity <= 4 else "appliance"
         return StackInfo(
             library=f"pjsua2 {ep.libVersion().full}", build=build, capacity=capacity, requested=cfg.max_calls
@@ -627,6 +687,7 @@ class PjsuaTelephony:
         self._purge_graveyard(force=True)
         self._calls.clear()  # drop every pj.Call before libDestroy: pjsua2 aborts otherwise
         self._rejected.clear()
+        self._ended.clear()
         self._refusals.clear()
         for acc in self._quarantine or ():
             with contextlib.suppress(Exception):
@@ -638,10 +699,19 @@ class PjsuaTelephony:
             except Exception:  # noqa: BLE001
                 pass
             self._acc = None
+        for tap in self._taps:
+            tap.closed = True
+        _set_lib_alive(False)
         try:
             ep.libDestroy()
         except Exception as exc:  # noqa: BLE001
             _LOGGER.warning("pjsua2 libDestroy: %s", exc)
+        # The library has removed the taps' ports; deleting their C++ objects now would call into the
+        # destroyed library. Python forgets them without the delete; the process's exit frees the memory.
+        for tap in self._taps:
+            tap.thisown = False
+        _RETIRED.extend(self._taps)
+        self._taps, self._tap_pool = [], []
         self._ep = None
 
     # ------------------------------------------------------------------------------ callbacks (pj thread)
@@ -767,19 +837,23 @@ class PjsuaTelephony:
                 call.hangup(op)
             except pj.Error as exc:
                 _LOGGER.debug("could not refuse an INVITE with %d: %s", code, exc.info())
-            self._rejected.append(call)
-        if len(self._rejected) > 256:
-            self._prune_rejected()
+            if call.isActive():  # else DISCONNECTED has come already and the call is in _ended
+                self._rejected[id(call)] = call
 
-    def _prune_rejected(self) -> None:
-        keep = []
-        for call in self._rejected:
+    def _drop_ended(self) -> None:
+        """Drop the pj.Call objects of ended calls, soon but not inside their own callback.
+
+        pjsua2's ~Call clears the user data of, and hangs up, whatever call holds its pjsua call id *now*.
+        pjsua hands ids out round-robin, so right after DISCONNECTED the id is still free; keeping the object
+        longer let a new call inherit the id, and dropping the old object then cut that new call off (seen at
+        50 calls/s: "unexpected BYE"). Should an id be taken already, the object is leaked instead."""
+        ended, self._ended = self._ended, []
+        for call in ended:
             try:
                 if call.isActive():
-                    keep.append(call)
+                    call.thisown = False
             except pj.Error:
                 pass
-        self._rejected = keep
 
     def _on_call_state(self, call: _Call) -> None:
         try:
@@ -788,9 +862,11 @@ class PjsuaTelephony:
             return
         if info.state != pj.PJSIP_INV_STATE_DISCONNECTED:
             return
+        self._ended.append(call)
         rec = self._calls.pop(call.box_id, None) if call.box_id else None
         if rec is None:
-            return  # a refused stranger, pruned later
+            self._rejected.pop(id(call), None)  # a refused stranger
+            return
         had_recorder = rec.recorder is not None
         self._release_media(rec)
         by = "box" if rec.hung_up_by_box else "caller"
@@ -803,8 +879,6 @@ class PjsuaTelephony:
             self._deferred.append((time.monotonic() + _PORT_REMOVAL_S, ended))
         else:
             self._emit(ended)
-        # Keep the pj.Call referenced a little longer: pjsua2 may still touch it after this callback.
-        self._rejected.append(call)
 
     def _on_media_state(self, call: _Call) -> None:
         rec = self._calls.get(call.box_id)
@@ -820,61 +894,103 @@ class PjsuaTelephony:
         if rec.player is not None:
             rec.player.startTransmit(rec.media)
         if rec.incoming and self.config.dead_line_timeout is not None:
-            self._start_tap(rec, call)
+            self._start_watch(rec, call)
         if rec.recorder_pending is not None:
             self._start_recorder(rec, rec.recorder_pending)
         if not rec.answered_sent:
             rec.answered_sent = True
             self._emit(CallAnswered(rec.call_id))
 
-    def _start_tap(self, rec: _CallRec, call: _Call) -> None:
-        if rec.tap is None:
+    def _start_watch(self, rec: _CallRec, call: _Call) -> None:
+        """Watch the caller's audio: the energy detector reads the conference level (no per-frame Python);
+        a model VAD gets every frame through a pooled tap."""
+        if rec.watch is None and rec.tap is None:
             vad = self.config.new_vad() if self.config.new_vad is not None else EnergyVad()
-            worker = None
-            if not isinstance(vad, EnergyVad):  # a model: on the VAD thread, not the media clock thread
-                if self._vad_worker is None:
-                    self._vad_worker = _VadWorker(self, self.config.release_vad)
-                worker = self._vad_worker
             watch = LineWatch(rec.call_id, vad, self.config.dead_line_timeout)
-            tap = _AudioTap(self, watch, worker=worker)
-            fmt = pj.MediaFormatAudio()
-            fmt.init(pj.PJMEDIA_FORMAT_PCM, self.config.clock_rate, 1, _FRAME_USEC, 16)
+            if isinstance(vad, EnergyVad):
+                rec.watch, rec.watched_at = watch, time.monotonic()
+            else:
+                tap = self._take_tap()
+                if tap is None:
+                    _LOGGER.warning("call %s: no audio tap for the VAD model; using the energy detector", rec.call_id)
+                    if self.config.release_vad is not None:
+                        self.config.release_vad(vad)
+                    rec.watch = LineWatch(rec.call_id, EnergyVad(), self.config.dead_line_timeout)
+                    rec.watched_at = time.monotonic()
+                else:
+                    if self._vad_worker is None:
+                        self._vad_worker = _VadWorker(self, self.config.release_vad)
+                    tap.attach(watch, self._vad_worker)
+                    rec.tap = call.tap = tap
+        # The conference computes a port's level only while the port has a listener: the null sound
+        # device's port is one that costs a few additions per frame. Again after a re-INVITE.
+        sink = rec.tap if rec.tap is not None else self._ep.audDevManager().getPlaybackDevMedia()
+        try:
+            rec.media.startTransmit(sink)
+        except pj.Error as exc:
+            _LOGGER.warning("call %s: audio watch not connected: %s", rec.call_id, exc.info())
+
+    def _take_tap(self) -> _AudioTap | None:
+        if self._tap_pool:
+            return self._tap_pool.pop()
+        tap = _AudioTap(self)
+        fmt = pj.MediaFormatAudio()
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, self.config.clock_rate, 1, _FRAME_USEC, 16)
+        try:
+            tap.createPort(f"tap{len(self._taps)}", fmt)
+        except pj.Error as exc:
+            _LOGGER.warning("audio tap not created: %s", exc.info())
+            return None
+        self._taps.append(tap)
+        return tap
+
+    def _poll_levels(self, now: float) -> None:
+        """Feed each energy watch the caller's level as the conference bridge last measured it (pj thread)."""
+        if now >= self._next_port_count:
+            self._next_port_count = now + 1.0
+            metrics.MEDIA_PORTS.labels("used").set(self._ep.mediaActivePorts())
+        for rec in self._calls.values():
+            watch = rec.watch
+            if watch is None or rec.media is None:
+                continue
+            seconds, rec.watched_at = now - rec.watched_at, now
             try:
-                tap.createPort(f"watch-{rec.call_id}", fmt)
-            except pj.Error as exc:
-                _LOGGER.warning("call %s: no audio watch (VAD, dead line): %s", rec.call_id, exc.info())
-                return
-            rec.tap = call.tap = tap
-        rec.media.startTransmit(rec.tap)  # again after a re-INVITE: the media object may be new
+                level = rec.media.getTxLevel()  # pjsua2's "tx": what the port sends into the bridge (the caller)
+            except pj.Error:
+                continue
+            if rec.call.poked:
+                rec.call.poked = False
+                watch.activity()
+            for event in watch.feed_level(_LEVEL_RMS[min(level, 100)], seconds):
+                self._emit(event)
 
     def _release_media(self, rec: _CallRec) -> None:
-        self._stop_player(rec)
+        """Let go of an ending call's player, tap and recorder.
+
+        pjsua has already queued the removal of the call's conference port. pjmedia (2.14-2.16)
+        runs conference operations later, on its clock thread, and a disconnect queued after a removal of
+        one of its ports then disconnects the other port from *everything* or, when both ports are gone by
+        then, fails an assertion and aborts the process (pjproject #4700, #4719; seen here at 50 calls/s).
+        So this disconnects nothing: removing a port drops its connections, and our own ports are
+        removed when their buried objects are dropped."""
+        self._stop_player(rec, disconnect=False)
+        rec.watch = None
         if rec.tap is not None:
             tap, rec.tap = rec.tap, None
             tap.closed = True
-            if tap.worker is not None:
+            if tap.worker is not None and tap.watch is not None:
                 tap.worker.done(tap.watch)
-            looked = tap.count // tap.every
-            if looked:
-                _LOGGER.debug("call %s: audio watch (%s) took %.1f µs a frame on the media clock thread",
-                              rec.call_id, type(tap.watch.vad).__name__, tap.busy / looked * 1e6)
             if isinstance(rec.call, _Call):
                 rec.call.tap = None
-            try:
-                if rec.media is not None:
-                    rec.media.stopTransmit(tap)
-            except pj.Error:
-                pass
-            # pjmedia (>= 2.14) removes conference ports on a later clock tick and may still call the port's
-            # callbacks until then: dropping the Python object now crashed the box under load (a director
-            # callback into a freed object). Keep it alive for a while; the pj thread drops it later.
-            self._bury(tap)
+            # Back to the pool: the call's port removal (queued before this) drops the connection before
+            # any new one made for the next call, since pjmedia runs its operations in order.
+            self._tap_pool.append(tap)
         if rec.recorder is not None:
             recorder, rec.recorder = rec.recorder, None
             del recorder  # closing the recorder finalises the WAV header
 
     def _bury(self, obj: Any) -> None:
-        """Keep a media object (tap, player) referenced until pjmedia can no longer call it back."""
+        """Keep a player referenced until pjmedia can no longer call it back."""
         self._graveyard.append((time.monotonic() + _GRAVE_SECONDS, obj))
 
     def _purge_graveyard(self, force: bool = False) -> None:
@@ -883,12 +999,14 @@ class PjsuaTelephony:
         if len(keep) != len(self._graveyard):
             self._graveyard = keep  # the rest are dropped here, on the pj thread
 
-    def _stop_player(self, rec: _CallRec) -> bool:
+    def _stop_player(self, rec: _CallRec, disconnect: bool = True) -> bool:
         player, rec.player = rec.player, None
         if player is None:
             return False
         self._bury(player)
         player.finished = True  # no PlaybackDone from a stopped player
+        if not disconnect:  # see _release_media
+            return True
         try:
             if rec.media is not None:
                 player.stopTransmit(rec.media)
@@ -1100,6 +1218,7 @@ def probe_capacity(requested: int) -> str:
         cfg.logConfig.consoleLevel = 0
         ep.libInit(cfg)
         capacity = call_capacity()
+        metrics.MEDIA_PORTS.labels("max").set(ep.mediaMaxPorts())
         version = ep.libVersion().full
     finally:
         ep.libDestroy()

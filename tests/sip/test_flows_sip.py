@@ -327,8 +327,9 @@ def _speech_wav(tmp_path: Path) -> Path:
 
 
 @sip
-def test_dead_line_is_hung_up_as_silent(make_box, phone, loop_thread):
-    box = make_box(silence={"dead_line_timeout": 5})
+@pytest.mark.parametrize("vad", ["auto", "energy"])  # Silero on a tap / the conference's level, no tap
+def test_dead_line_is_hung_up_as_silent(make_box, phone, loop_thread, vad):
+    box = make_box(silence={"dead_line_timeout": 5, "vad": vad})
 
     async def scenario() -> float:
         call = await phone.call(box.sip_uri)
@@ -348,8 +349,9 @@ def test_dead_line_is_hung_up_as_silent(make_box, phone, loop_thread):
 
 
 @sip
-def test_a_caller_who_speaks_is_not_cut_off(make_box, phone, loop_thread, tmp_path):
-    box = make_box(silence={"dead_line_timeout": 5})
+@pytest.mark.parametrize("vad", ["auto", "energy"])
+def test_a_caller_who_speaks_is_not_cut_off(make_box, phone, loop_thread, tmp_path, vad):
+    box = make_box(silence={"dead_line_timeout": 5, "vad": vad})
     speech = _speech_wav(tmp_path)
     _, samples = read_wav(speech)
     assert len(samples) / RATE > 10

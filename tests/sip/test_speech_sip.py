@@ -63,7 +63,10 @@ def _aligned(heard: np.ndarray, ref: np.ndarray, at: int, seconds: float, window
     return out
 
 
-def test_speaking_over_the_main_menu_stops_it_and_the_call_goes_on(box, phone, loop_thread, tmp_path, speech):
+@pytest.mark.parametrize("vad", ["auto", "energy"])
+def test_speaking_over_the_main_menu_stops_it_and_the_call_goes_on(make_box, phone, loop_thread, tmp_path, speech,
+                                                                   vad):
+    box = make_box(silence={"vad": vad})
     heard = tmp_path / "heard.wav"
     marks: dict[str, float] = {}
 
@@ -89,7 +92,7 @@ def test_speaking_over_the_main_menu_stops_it_and_the_call_goes_on(box, phone, l
     [call] = wait_for_call_end(box.db_path)
 
     log = box.log()
-    assert ("VAD: Silero" if _silero_expected() else "VAD: energy detector") in log
+    assert ("VAD: Silero" if _silero_expected() and vad == "auto" else "VAD: energy detector") in log
     assert "ASR: none installed; spoken menu choices disabled" in log
     assert call["outcome"] == "caller_hangup"
     assert _kinds(call, "speech") == ["barge-in: main_menu"]
