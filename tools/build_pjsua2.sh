@@ -168,7 +168,7 @@ preflight() {
     command -v make >/dev/null 2>&1 || missing_tools+=(make)
     ((${#missing_tools[@]})) && apt+=(build-essential)
     if ! command -v swig >/dev/null 2>&1; then missing_tools+=(swig); apt+=(swig); fi
-    for t in tar gzip sha256sum; do
+    for t in tar gzip sha256sum patch; do
         command -v "$t" >/dev/null 2>&1 || missing_tools+=("$t")
     done
     if [[ -z "$TARBALL" && -z "$SOURCE_DIR" ]] \
@@ -335,6 +335,20 @@ fi
     || warn "building pjproject $SRC_VERSION, not the pinned $PJ_VERSION"
 note "pjproject $SRC_VERSION, max calls $MAX_CALLS, arch $ARCH, $JOBS jobs, build dir $BUILD_DIR"
 
+# ---------------------------------------------------------------- patches
+# Our own fixes for upstream bugs the call benchmark hit (each patch says why);
+# applied in name order, and a patch that does not apply stops the build.
+STEP="patches"
+PATCHES=""
+PATCH_DIR="$(cd "$(dirname "$0")" && pwd)/pjsua2-patches"
+for p in "$PATCH_DIR"/*.patch; do
+    [[ -f "$p" ]] || continue
+    note "applying $(basename "$p")"
+    patch -d "$SRC" -p1 --forward --batch <"$p" >"$LOG_DIR/patch-$(basename "$p").log" 2>&1 \
+        || die "patch $(basename "$p") does not apply to pjproject $SRC_VERSION (log: $LOG_DIR/patch-$(basename "$p").log)"
+    PATCHES="${PATCHES:+$PATCHES }$(basename "$p" .patch)"
+done
+
 # ---------------------------------------------------------------- config_site.h
 # pjproject reads compile-time limits from pjlib/include/pj/config_site.h.
 # Values that configure also sets (codecs, SRTP) are guarded with #ifndef so
@@ -490,6 +504,7 @@ wheel=$WHEEL_NAME
 pjproject_version=$SRC_VERSION
 library_version=$LIBVER
 source=$SRC_DESC
+patches=${PATCHES:-none}
 source_sha256=$SRC_SHA256
 max_calls=$MAX_CALLS
 capacity_measured=$CAPACITY
