@@ -324,12 +324,27 @@ class CallSession:
             self.queued = True
             await self._note("queue", f"joined {action.queue}")
             await self.deps.queues.join(self, action.queue)
-        elif isinstance(action, ev.Transfer | ev.Enqueue | ev.RequestCallback):
+        elif isinstance(action, ev.RequestCallback):
+            await self._request_callback(action)
+        elif isinstance(action, ev.Transfer | ev.Enqueue):
             # Queue, transfers, callbacks and speech arrive with their own issues; until then the
             # timeline says plainly what the flow asked for.
             await self._note("unsupported", repr(action))
         else:
             await self._note("unknown-action", repr(action))
+
+    async def _request_callback(self, action: ev.RequestCallback) -> None:
+        """Stored before the flow goes on to its confirmation prompt (the actions run in order)."""
+        number = normalize(action.number, self.deps.region) if action.number else self.caller
+        queue = ""
+        if self.deps.queues is not None and number:
+            queue = await self.deps.queues.request_callback(self.call_id, number, action.reason)
+        if queue:
+            await self._note("callback", f"requested ({action.reason}), queue {queue}")
+        else:
+            _LOGGER.warning("call %s: the flow asked for a callback but %s", self.call_id,
+                            "no queue is configured to call back from" if number else "there is no number")
+            await self._note("callback", f"not stored ({action.reason}): " + ("no queue" if number else "no number"))
 
     async def _files(self, prompts: tuple[str, ...]) -> list[Path]:
         lib = self.deps.prompts

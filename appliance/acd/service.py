@@ -145,6 +145,24 @@ class QueueService:
     def has(self, queue: str) -> bool:
         return queue in self.cores
 
+    async def request_callback(self, call_id: str, number: str, reason: str) -> str:
+        """A flow's ``request_callback`` node: store the request (durable first), then hand it to the dialer,
+        which calls back agent-first during business hours. Returns the queue whose receptionists will call
+        ("reception" when there is one), or "" when no queue is configured and nothing could be stored."""
+        if not self.cores:
+            return ""
+        queue = "reception" if "reception" in self.cores else sorted(self.cores)[0]
+        now = time.time()
+        cb = Callback(id=call_id, queue=queue, number=number, reason=reason, waited=0.0, created_at=now,
+                      state=CallbackState.PENDING, next_at=now, updated_at=now)
+        await self.writer.run(self.writer.store.write_acd, [], [cb])
+        if self.dialer is not None:
+            self.dialer.add(cb)
+        metrics.CALLBACKS_SCHEDULED.labels(reason).inc()
+        _LOGGER.info("call %s: callback requested by the flow for %s (%s), queue %s", call_id, mask(number), reason,
+                     queue)
+        return queue
+
     async def join(self, session: Any, queue: str) -> None:
         """The flow handed the caller to ``queue``: music starts and the core decides who rings."""
         caller = _Caller(session, queue)

@@ -70,11 +70,11 @@ def prompt_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_box(tmp_path: Path, prompt_cache: Path) -> Iterator[Any]:
     boxes: list[BoxProcess] = []
 
-    def make(start: bool = True, base: Path | None = None, **extra: Any) -> BoxProcess:
+    def make(start: bool = True, base: Path | None = None, flow_time: str = FLOW_TIME, **extra: Any) -> BoxProcess:
         where = base or tmp_path / f"box{len(boxes)}"
         settings = demo_settings(where, rtp_base=30000 + 1000 * len(boxes), **extra)
         settings["voices"]["cache"] = str(prompt_cache)
-        box = BoxProcess(where, settings, env={"REGISTRATURA_FLOW_TIME": FLOW_TIME})
+        box = BoxProcess(where, settings, env={"REGISTRATURA_FLOW_TIME": flow_time})
         boxes.append(box)
         if start:
             box.start()

@@ -284,3 +284,36 @@ def test_receptionists_paused_and_resumed_from_the_cli(make_box, phone, loop_thr
     assert bad.returncode == 1 and "not a receptionist" in bad.stderr
     events = [e for e, _ in _queue_log(box)]
     assert "AGENTPAUSED" in events and "AGENTUNPAUSED" in events
+
+
+def test_after_hours_callback_request_is_stored_before_the_confirmation(make_box, phone, loop_thread, tmp_path):
+    from tests.sip.test_flows_sip import _kinds, _played, _until
+
+    # Wednesday 21:00: the clinic is closed; key 2 of the closed menu asks for a callback.
+    box = make_box(queues={"reception": {"agents": [], "max_wait": 0}}, flow_time="2026-11-25T21:00:00")
+
+    async def scenario() -> None:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        await _until(box, _played("closed_menu"), timeout=40, what="closed menu")
+        await phone.press(call, "2")
+        await phone.ended(call, timeout=30)  # the confirmation, goodbye, and the box hangs up
+
+    loop_thread.run(scenario(), timeout=90)
+    [call] = wait_for_call_end(box.db_path)
+    assert _kinds(call, "callback")[-1] == "requested (after_hours), queue reception"
+    plays = _kinds(call, "play")
+    assert any("callback_recorded" in p for p in plays), plays
+    events = call["events"]
+    stored = next(i for i, e in enumerate(events) if e["kind"] == "callback" and e["detail"].startswith("requested"))
+    confirmed = next(i for i, e in enumerate(events) if e["kind"] == "play" and "callback_recorded" in e["detail"])
+    assert stored < confirmed  # durable first: the patient hears "recorded" only once it is
+    store = Store(box.db_path, migrate=False)
+    try:
+        [cb] = store.callbacks()
+    finally:
+        store.close()
+    # Stored for the receptionists, not dialled while the clinic is closed.
+    assert (cb.number, cb.reason, cb.queue, str(cb.state), cb.attempts) == (
+        "+79161234567", "after_hours", "reception", "pending", 0)
+    assert box.scrape()['registratura_callbacks{state="pending"}'] == 1.0
