@@ -398,9 +398,40 @@ class QueueService:
             asyncio.get_running_loop().create_task(
                 self.writer.run(self.writer.store.set_agent_states, queue, states, time.time()))
 
+    async def _restore_agents(self) -> None:
+        """Receptionists added, removed or paused from the CLI stay so across a restart: the net effect of the
+        applied commands is replayed once (a pause the box made itself after missed calls is not: a restart
+        gives that receptionist a fresh start)."""
+        net: dict[tuple[str, str], dict[str, bool]] = {}
+        for queue, action, uri in await self.writer.run(self.writer.store.applied_agent_commands):
+            state = net.setdefault((queue, uri), {})
+            if action in ("add", "remove"):
+                state["member"] = action == "add"
+                state.pop("paused", None)  # a new or removed member starts unpaused
+            elif action in ("pause", "resume"):
+                state["paused"] = action == "pause"
+        for (queue, uri), state in net.items():
+            core = self.cores.get(queue)
+            if core is None:
+                continue
+            member = state.get("member")
+            if member is False and core.agent(uri) is not None:
+                await self._agent_command(queue, "remove", uri)
+                continue
+            if member is True and core.agent(uri) is None:
+                await self._agent_command(queue, "add", uri)
+            if state.get("paused") and core.agent(uri) is not None:
+                await self._agent_command(queue, "pause", uri)
+        if net:
+            _LOGGER.info("queue: receptionist changes made from the CLI restored (%d)", len(net))
+
     async def _commands(self, every: float = 1.0) -> None:
         """Apply `registratura agents add|remove|pause|resume` (written to the store by the CLI)."""
         store = self.writer.store
+        try:
+            await self._restore_agents()
+        except Exception:
+            _LOGGER.exception("queue: restoring receptionist changes failed")
         while True:
             await asyncio.sleep(every)
             try:

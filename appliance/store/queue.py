@@ -108,6 +108,12 @@ class QueueMixin:
         return self._db.execute_sql(
             'SELECT id, queue, action, uri FROM "agent_command" WHERE done_at IS NULL ORDER BY id').fetchall()
 
+    def applied_agent_commands(self) -> list[tuple[str, str, str]]:
+        """(queue, action, uri) of every receptionist command the box applied, oldest first."""
+        return self._db.execute_sql(
+            'SELECT queue, action, uri FROM "agent_command" WHERE done_at IS NOT NULL AND result = ? ORDER BY id',
+            ("ok",)).fetchall()
+
     def finish_agent_command(self, command_id: int, at: float, result: str) -> None:
         with self._db.atomic():
             self._db.execute_sql('UPDATE "agent_command" SET done_at = ?, result = ? WHERE id = ?',

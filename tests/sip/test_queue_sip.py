@@ -285,6 +285,17 @@ def test_receptionists_paused_and_resumed_from_the_cli(make_box, phone, loop_thr
     events = [e for e, _ in _queue_log(box)]
     assert "AGENTPAUSED" in events and "AGENTUNPAUSED" in events
 
+    # A pause (and a receptionist added at run time) outlive a restart of the box.
+    other = phone.uri("102")
+    assert _agents_cli(box, "add", "reception", other).returncode == 0
+    assert _agents_cli(box, "pause", "reception", desk).returncode == 0
+    box.stop()
+    box.start()
+    time.sleep(2.0)
+    listing = _agents_cli(box, "list").stdout
+    rows = {line.split()[1]: line for line in listing.splitlines() if "sip:" in line}
+    assert "paused" in rows[desk] and "idle" in rows[other], listing
+
 
 def test_after_hours_callback_request_is_stored_before_the_confirmation(make_box, phone, loop_thread, tmp_path):
     from tests.sip.test_flows_sip import _kinds, _played, _until
