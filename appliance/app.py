@@ -142,7 +142,8 @@ class App:
 
     def _open_store(self, data: Path) -> StoreWriter:
         from appliance.store import Store
-        from appliance.wavfile import repair_wav
+        from appliance.telephony.base import stereo_parts
+        from appliance.wavfile import merge_stereo, repair_wav
 
         store = Store(data / "registratura.db")
         store.migrate()
@@ -150,12 +151,25 @@ class App:
         closed = store.close_interrupted(time.time())
         for call in open_calls:
             rec = call.get("recording")
-            if rec and Path(rec).exists():
+            if not rec:
+                continue
+            parts = stereo_parts(Path(rec))  # a stereo recording is two mono files until the call ends
+            for path in (rec, *parts):
+                if not Path(path).exists():
+                    continue
                 try:
-                    if repair_wav(rec):
+                    if repair_wav(path):
                         _LOGGER.info("repaired the recording of interrupted call %s", call["id"])
                 except ValueError as exc:
                     _LOGGER.warning("recording of interrupted call %s is unreadable: %s", call["id"], exc)
+            if not Path(rec).exists() and all(p.exists() for p in parts):
+                try:
+                    merge_stereo(*parts, rec)
+                except (OSError, ValueError) as exc:
+                    _LOGGER.warning("stereo recording of interrupted call %s not merged: %s", call["id"], exc)
+                else:
+                    for p in parts:
+                        p.unlink(missing_ok=True)
         if closed:
             metrics.INTERRUPTED_CALLS.inc(len(closed))
             _LOGGER.warning("%d call(s) were open when the box stopped; closed as interrupted", len(closed))
@@ -364,6 +378,7 @@ class App:
             security=s.security,
             queues=self.queues,
             recording_guard=self.recordings,
+            recording_stereo=self.settings.recording.format == "stereo",
         )
 
     async def _shutdown(self, drain_seconds: float = 20.0) -> None:

@@ -16,6 +16,8 @@ from appliance import events as ev
 from appliance import metrics
 from appliance.errors import RegistraturaError
 from appliance.numbers import is_withheld, mask, normalize
+from appliance.telephony.base import stereo_parts
+from appliance.wavfile import merge_stereo
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class SessionDeps:
     security: Any = None  # settings.SecuritySettings; None = no screening
     queues: Any = None  # acd.service.QueueService; None = no queues configured
     recording_guard: Any = None  # recordings.RecordingGuard: disk space and sealing; None = no checks
+    recording_stereo: bool = False  # caller on the left, the box and the receptionist on the right
 
 
 class CallSession:
@@ -56,6 +59,7 @@ class CallSession:
         self.outcome: str | None = None
         self.hangup_after: int | None = None  # playback id of the goodbye before hanging up
         self.answered_at: float | None = None
+        self.recording_path: Path | None = None
         self.started = time.monotonic()
         self.ended = False
         self._events: asyncio.Queue[ev.Event] = asyncio.Queue()
@@ -212,11 +216,12 @@ class CallSession:
             await self._note("recording", "off: disk full")  # the call goes on unrecorded
         elif self.deps.recordings_dir is not None:
             path = self._recording_path()
+            self.recording_path = path
             try:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 # Durable first: the path is in the record before the first byte is written.
                 await self._db(self.deps.store.store.set_recording, self.record_id, str(path))
-                await self.deps.telephony.start_recording(self.call_id, path)
+                await self.deps.telephony.start_recording(self.call_id, path, stereo=self.deps.recording_stereo)
                 if guard is not None:  # stopped cleanly if the disk fills; sealed after the call
                     guard.started(self.call_id, self.record_id, path, self.deps.telephony)
             except (OSError, RegistraturaError) as exc:
@@ -230,6 +235,19 @@ class CallSession:
         )
         self.state, actions = self.deps.engine.start(self.flow, ctx, self.deps.now(), self.flows)
         await self._execute(actions)
+
+    async def _merge_stereo(self, path: Path) -> None:
+        """The two sides recorded apart become one stereo file (before sealing and the disk quota see it)."""
+        parts = stereo_parts(path)
+        if not all(p.exists() for p in parts):
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, merge_stereo, *parts, path)
+        except (OSError, ValueError) as exc:  # the two mono files stay: nothing is lost
+            _LOGGER.warning("call %s: stereo recording not merged: %s", self.call_id, exc)
+            return
+        for p in parts:
+            p.unlink(missing_ok=True)
 
     def _recording_path(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.answered_at or time.time()))
@@ -267,6 +285,8 @@ class CallSession:
         now = time.time()
         await self._note("end", f"by {event.by} ({event.status_code} {event.reason})".strip())
         await self._db(self.deps.store.store.call_ended, self.record_id, now, outcome, event.reason)
+        if self.deps.recording_stereo and self.recording_path is not None:
+            await self._merge_stereo(self.recording_path)
         if self.deps.recording_guard is not None:
             await self.deps.recording_guard.finished(self.call_id)
         metrics.ACTIVE_CALLS.dec()

@@ -146,3 +146,29 @@ def read_mono_int16(path: str | os.PathLike[str]) -> tuple[int, array]:
         n = len(samples) // channels
         samples = array("h", (sum(samples[i * channels : (i + 1) * channels]) // channels for i in range(n)))
     return rate, samples
+
+
+def merge_stereo(left: str | os.PathLike[str], right: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
+    """Write a 16-bit stereo WAV from two mono ones (the shorter is padded with silence), via a temporary file
+    renamed into place: ``out`` is either absent or complete. The two inputs are left for the caller to remove."""
+    rate_l, a = read_mono_int16(left)
+    rate_r, b = read_mono_int16(right)
+    if rate_l != rate_r:
+        raise ValueError(f"{left} is {rate_l} Hz but {right} is {rate_r} Hz")
+    n = max(len(a), len(b))
+    a.extend(array("h", bytes(2 * (n - len(a)))))
+    b.extend(array("h", bytes(2 * (n - len(b)))))
+    both = array("h", bytes(4 * n))
+    both[0::2], both[1::2] = a, b
+    if sys.byteorder == "big":
+        both.byteswap()
+    tmp = f"{os.fspath(out)}.part"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f, wave.open(f, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate_l)
+        w.writeframes(both.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)

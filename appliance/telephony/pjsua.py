@@ -42,7 +42,7 @@ from appliance.events import (
     PlaybackDone,
 )
 from appliance.speech.vad import EnergyVad, LineWatch
-from appliance.telephony.base import StackInfo
+from appliance.telephony.base import StackInfo, stereo_parts
 from appliance.telephony.sipmsg import parse_invite, uri_user
 
 _LOGGER = logging.getLogger(__name__)
@@ -317,8 +317,9 @@ class _CallRec:
     incoming: bool
     media: Any = None
     player: Any = None
-    recorder: Any = None
-    recorder_pending: Path | None = None
+    recorder: Any = None  # everything (mixed), or the caller's side only (stereo)
+    recorder_box: Any = None  # stereo: the box's prompts and the receptionist
+    recorder_pending: tuple[Path, bool] | None = None  # (path, stereo) until media is up
     tap: Any = None  # _AudioTap: the caller's audio for a model VAD
     watch: LineWatch | None = None  # energy VAD and dead-line watch fed from the conference level
     watched_at: float = 0.0  # when the level was last read
@@ -326,6 +327,11 @@ class _CallRec:
     answered_sent: bool = False
     stats_counted: bool = False  # RTP stats taken before the box hung up (no onStreamDestroyed then)
     peers: list[str] = field(default_factory=list)
+
+    @property
+    def box_side(self) -> Any:
+        """Where the box's prompts and a bridged party go: the box side's own file, or the one mixed file."""
+        return self.recorder_box if self.recorder_box is not None else self.recorder
 
 
 class _Call(pj.Call):
@@ -867,7 +873,7 @@ class PjsuaTelephony:
         if rec is None:
             self._rejected.pop(id(call), None)  # a refused stranger
             return
-        had_recorder = rec.recorder is not None
+        had_recorder = rec.recorder is not None or rec.recorder_box is not None
         self._release_media(rec)
         by = "box" if rec.hung_up_by_box else "caller"
         if info.lastStatusCode >= 400 and not info.connectDuration.sec and not rec.hung_up_by_box:
@@ -896,7 +902,7 @@ class PjsuaTelephony:
         if rec.incoming and self.config.dead_line_timeout is not None:
             self._start_watch(rec, call)
         if rec.recorder_pending is not None:
-            self._start_recorder(rec, rec.recorder_pending)
+            self._start_recorder(rec, *rec.recorder_pending)
         if not rec.answered_sent:
             rec.answered_sent = True
             self._emit(CallAnswered(rec.call_id))
@@ -985,9 +991,13 @@ class PjsuaTelephony:
             # Back to the pool: the call's port removal (queued before this) drops the connection before
             # any new one made for the next call, since pjmedia runs its operations in order.
             self._tap_pool.append(tap)
-        if rec.recorder is not None:
-            recorder, rec.recorder = rec.recorder, None
-            del recorder  # closing the recorder finalises the WAV header
+        self._close_recorders(rec)
+
+    @staticmethod
+    def _close_recorders(rec: _CallRec) -> None:
+        recorders = [r for r in (rec.recorder, rec.recorder_box) if r is not None]
+        rec.recorder = rec.recorder_box = None
+        del recorders  # closing a recorder finalises its WAV header
 
     def _bury(self, obj: Any) -> None:
         """Keep a player referenced until pjmedia can no longer call it back."""
@@ -1010,20 +1020,26 @@ class PjsuaTelephony:
         try:
             if rec.media is not None:
                 player.stopTransmit(rec.media)
-            if rec.recorder is not None:
-                player.stopTransmit(rec.recorder)
+            if rec.box_side is not None:
+                player.stopTransmit(rec.box_side)
         except pj.Error:
             pass
         return True
 
-    def _start_recorder(self, rec: _CallRec, path: Path) -> None:
+    def _start_recorder(self, rec: _CallRec, path: Path, stereo: bool = False) -> None:
+        """Mixed: one file at ``path``. Stereo: ``stereo_parts(path)``, the caller and the box side, started
+        together so that they line up sample for sample; the session merges them after the call."""
         rec.recorder_pending = None
+        caller_path, box_path = stereo_parts(path) if stereo else (path, None)
         recorder = pj.AudioMediaRecorder()
-        recorder.createRecorder(str(path))
+        recorder.createRecorder(str(caller_path))
         rec.recorder = recorder
+        if box_path is not None:
+            rec.recorder_box = pj.AudioMediaRecorder()
+            rec.recorder_box.createRecorder(str(box_path))
         rec.media.startTransmit(recorder)
         if rec.player is not None:
-            rec.player.startTransmit(recorder)
+            rec.player.startTransmit(rec.box_side)
 
     def _hangup_all(self) -> None:
         for rec in list(self._calls.values()):
@@ -1117,8 +1133,8 @@ class PjsuaTelephony:
             rec.player = player
             if rec.media is not None:
                 player.startTransmit(rec.media)
-            if rec.recorder is not None:
-                player.startTransmit(rec.recorder)
+            if rec.box_side is not None:
+                player.startTransmit(rec.box_side)
 
         await self._submit(run)
 
@@ -1129,22 +1145,21 @@ class PjsuaTelephony:
 
         await self._submit(run)
 
-    async def start_recording(self, call_id: str, path: Path) -> None:
+    async def start_recording(self, call_id: str, path: Path, stereo: bool = False) -> None:
         def run() -> None:
             rec = self._rec(call_id)
             if rec.media is None:
-                rec.recorder_pending = path  # starts as soon as media is up
+                rec.recorder_pending = (path, stereo)  # starts as soon as media is up
             else:
-                self._start_recorder(rec, path)
+                self._start_recorder(rec, path, stereo)
 
         await self._submit(run)
 
     async def stop_recording(self, call_id: str) -> None:
         def run() -> None:
             rec = self._calls.get(call_id)
-            if rec is not None and rec.recorder is not None:
-                recorder, rec.recorder = rec.recorder, None
-                del recorder
+            if rec is not None:
+                self._close_recorders(rec)
 
         await self._submit(run)
 
@@ -1174,10 +1189,10 @@ class PjsuaTelephony:
             a.media.startTransmit(b.media)
             b.media.startTransmit(a.media)
             # Each side's recording holds the whole conversation: the other party's voice goes in too.
-            if a.recorder is not None:
-                b.media.startTransmit(a.recorder)
-            if b.recorder is not None:
-                a.media.startTransmit(b.recorder)
+            if a.box_side is not None:
+                b.media.startTransmit(a.box_side)
+            if b.box_side is not None:
+                a.media.startTransmit(b.box_side)
             a.peers.append(call_b)
             b.peers.append(call_a)
 

@@ -108,14 +108,15 @@ def _ip_checksum(header: bytes) -> int:
 Packet = tuple[int, bool, int, int, bytes]  # payload type, marker, seq offset, timestamp offset, payload
 
 
-def caller_slots(seconds: float, speech: bytes | None) -> list[list[Packet]]:
+def caller_slots(seconds: float, speech: bytes | None, dtmf: bool = True) -> list[list[Packet]]:
     """What a bench caller sends, per 20 ms slot: PCMA (A-law silence, or ``speech`` looped) and, at
-    DTMF_FIRST_S and every DTMF_EVERY_S, the digit DTMF_DIGIT as RFC 2833 events (100 ms, end sent 3 times)."""
+    DTMF_FIRST_S and every DTMF_EVERY_S, the digit DTMF_DIGIT as RFC 2833 events (100 ms, end sent 3 times);
+    ``dtmf=False``: audio only."""
     size = 8000 * FRAME_MS // 1000
     per_s = 1000 // FRAME_MS
     slots: list[list[Packet]] = []
     seq = ts = 0
-    next_dtmf = int(DTMF_FIRST_S * per_s)
+    next_dtmf = int(DTMF_FIRST_S * per_s) if dtmf else -1
     while len(slots) < int(math.ceil(seconds * per_s)):
         if len(slots) == next_dtmf:
             for k in range(DTMF_FRAMES):
@@ -173,11 +174,15 @@ class _Stream:
     ts: int = 0
     slot: int = 0  # next 20 ms slot of caller_slots() to send
     last_rx: float = 0.0
-    rx: list[tuple[int, int, int, int]] = field(default_factory=list)  # (arrival_ns, seq, ts, payload type)
+    # (arrival_ns, seq, ts, payload type), plus the payload when the probe measures energy
+    rx: list[tuple[Any, ...]] = field(default_factory=list)
 
 
-def rtp_probe_main(ip: str, port: int, seconds: float, speech_pcap: str) -> None:
-    slots = caller_slots(seconds, alaw_from_pcap(Path(speech_pcap)) if speech_pcap != "-" else None)
+def rtp_probe_main(ip: str, port: int, seconds: float, speech_pcap: str, options: frozenset[str] = frozenset()) -> None:
+    """``options``: "no-dtmf" (send audio only), "energy" (also report the level of what the box sent)."""
+    slots = caller_slots(seconds, alaw_from_pcap(Path(speech_pcap)) if speech_pcap != "-" else None,
+                         dtmf="no-dtmf" not in options)
+    keep_payload = "energy" in options
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -216,7 +221,11 @@ def rtp_probe_main(ip: str, port: int, seconds: float, speech_pcap: str) -> None
                 if st is None:
                     st = streams[addr] = _Stream(addr, 0x10000000 + len(streams))
                 st.last_rx = time.monotonic()
-                st.rx.append((now_ns, seq, ts, data[1] & 0x7F))
+                if keep_payload:
+                    cc = data[0] & 0x0F
+                    st.rx.append((now_ns, seq, ts, data[1] & 0x7F, data[12 + 4 * cc:]))
+                else:
+                    st.rx.append((now_ns, seq, ts, data[1] & 0x7F))
 
     def send() -> None:
         tick = time.monotonic()
@@ -255,6 +264,8 @@ def rtp_probe_main(ip: str, port: int, seconds: float, speech_pcap: str) -> None
                 t.join(2)
             with lock:
                 result = analyse_streams([s.rx for s in streams.values()], start_ns, end_ns)
+                if keep_payload:
+                    result["energy"] = analyse_energy([s.rx for s in streams.values()], start_ns, end_ns)
             result["receiver_overflow_drops"] = overflow[0]
             print(json.dumps(result), flush=True)
             return
@@ -274,7 +285,7 @@ def _unwrap(values: list[int], bits: int) -> list[int]:
     return out
 
 
-def analyse_streams(streams: list[list[tuple[int, int, int, int]]], start_ns: int, end_ns: int) -> dict[str, Any]:
+def analyse_streams(streams: list[list[tuple[Any, ...]]], start_ns: int, end_ns: int) -> dict[str, Any]:
     """Frames the box sent to the probe, in the window: lost = sequence gaps; late = arrived more than
     LATE_MS after its RTP-timestamp schedule, measured from the earliest-arriving frame of the preceding
     second (what a receiver with a 40 ms jitter buffer would miss); also inter-arrival gaps > 40 ms."""
@@ -326,14 +337,64 @@ def analyse_streams(streams: list[list[tuple[int, int, int, int]]], start_ns: in
             "p99_late_ms": round(p99, 1), "max_gap_ms": round(max_gap_ms, 1)}
 
 
-class RtpProbe:
-    """The probe child process, seen from the benchmark."""
+def _alaw_magnitude(code: int) -> int:
+    """|linear| of one G.711 A-law code (16-bit scale)."""
+    a = code ^ 0x55
+    t = (a & 0x0F) << 4
+    seg = (a & 0x70) >> 4
+    if seg == 0:
+        return t + 8
+    return (t + 0x108) << (seg - 1)
 
-    def __init__(self, port: int, workdir: Path, seconds: float, speech: bool) -> None:
+
+_ALAW_SQUARES = [_alaw_magnitude(c) ** 2 for c in range(256)]
+AUDIBLE_DBFS = -50.0  # a 20 ms frame louder than this carries sound (A-law silence is -72 dBFS)
+
+
+def frame_dbfs(alaw: bytes) -> float:
+    if not alaw:
+        return -120.0
+    mean_sq = sum(map(_ALAW_SQUARES.__getitem__, alaw)) / len(alaw)
+    return 10 * math.log10(max(mean_sq, 1e-12) / 32768.0 ** 2)
+
+
+def analyse_energy(streams: list[list[tuple[Any, ...]]], start_ns: int, end_ns: int) -> dict[str, Any]:
+    """The level of the PCMA frames the box sent in the window: how many carried sound (> AUDIBLE_DBFS),
+    the median level, and the longest run of silent frames in any stream (what a caller hears as dead air)."""
+    frames = audible = 0
+    levels: list[float] = []
+    longest_silence_ms = 0.0
+    for rx in streams:
+        run = 0
+        for p in rx:
+            if p[3] != 8 or len(p) < 5 or not start_ns <= p[0] <= end_ns:
+                continue
+            level = frame_dbfs(p[4])
+            frames += 1
+            levels.append(level)
+            if level > AUDIBLE_DBFS:
+                audible += 1
+                run = 0
+            else:
+                run += 1
+                longest_silence_ms = max(longest_silence_ms, run * FRAME_MS)
+    levels.sort()
+    return {"frames": frames, "audible": audible, "audible_pct": round(100 * audible / frames, 2) if frames else 0.0,
+            "median_dbfs": round(levels[len(levels) // 2], 1) if levels else None,
+            "longest_silence_ms": longest_silence_ms}
+
+
+class RtpProbe:
+    """The probe child process, seen from the benchmark. ``energy``: also report the level of what the box
+    sent (analyse_energy); ``dtmf=False``: the probe sends audio only."""
+
+    def __init__(self, port: int, workdir: Path, seconds: float, speech: bool, *, energy: bool = False,
+                 dtmf: bool = True) -> None:
         self.port = port
+        options = [opt for opt, on in (("energy", energy), ("no-dtmf", not dtmf)) if on]
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--rtp-probe", PROBE_IP, str(port), str(seconds),
-             str(SOURCE_PCAP) if speech else "-"],
+             str(SOURCE_PCAP) if speech else "-", *options],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(workdir / "probe.err", "ab"),  # noqa: SIM115
             text=True,
         )
@@ -665,8 +726,8 @@ class Bench:
             self.phase_floor()
         self.report()
 
-    def phase_start(self) -> None:
-        cold, cold_own = self.start_box("box-cold")
+    def read_stack(self) -> None:
+        """The running box's SIP stack and call capacity (its log line and metrics) into results["stack"]."""
         s = self.scrape()
         text = self.box.log()
         stack = re.search(r"SIP stack: (.*)$", text, re.M)
@@ -674,6 +735,10 @@ class Bench:
         info = next((k for k in s if k.startswith("registratura_sip_stack_info")), "")
         self.results["stack"] = {"capacity": self.capacity, "info": info,
                                  "log": stack.group(1).strip() if stack else "?"}
+
+    def phase_start(self) -> None:
+        cold, cold_own = self.start_box("box-cold")
+        self.read_stack()
         self.stop_box()
         warm, warm_own = self.start_box("box")  # prompts cached now, as on a box that has run before
         time.sleep(3)
@@ -1176,7 +1241,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--rtp-probe"]:
-        rtp_probe_main(argv[1], int(argv[2]), float(argv[3]), argv[4])
+        rtp_probe_main(argv[1], int(argv[2]), float(argv[3]), argv[4], frozenset(argv[5:]))
         return 0
     args = parse_args(argv)
     if not shutil.which("sipp"):

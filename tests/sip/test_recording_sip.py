@@ -134,3 +134,50 @@ def test_full_disk_stops_recording_cleanly_while_calls_go_on(make_box, phone, lo
         if box is not None:
             box.stop()
         subprocess.run(["umount", str(data)], capture_output=True, timeout=10)
+
+
+def test_stereo_recording_keeps_the_caller_and_the_box_apart(make_box, phone, loop_thread, tmp_path):
+    import math
+
+    import numpy as np
+
+    from tests.helpers import best_match
+    from tests.sip.test_call_path import _prompt_file
+
+    box = make_box(recording={"format": "stereo"})
+    tone = tmp_path / "tone.wav"
+    with wave.open(str(tone), "wb") as w:  # the caller: 3 s of 440 Hz while the greeting plays
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"".join(int(8000 * math.sin(2 * math.pi * 440 * i / 8000)).to_bytes(2, "little", signed=True)
+                               for i in range(8000 * 3)))
+
+    async def scenario() -> None:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        await asyncio.sleep(1.0)
+        await phone.say(call, tone)
+        await asyncio.sleep(4.0)
+        await phone.hangup(call)
+        await phone.ended(call)
+
+    loop_thread.run(scenario(), timeout=40)
+    [call] = wait_for_call_end(box.db_path)
+    rec = Path(call["recording"])
+    time.sleep(0.5)  # merged by the session right after the call ended
+    assert rec.is_file() and (rec.stat().st_mode & 0o777) == 0o600
+    assert not list(rec.parent.glob(rec.stem + ".*.wav")), "the two halves were left behind"
+    with wave.open(str(rec), "rb") as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 8000)
+        both = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).astype(float).reshape(-1, 2)
+    caller, boxside = both[:, 0], both[:, 1]
+    first_play = next(e["detail"].split()[0] for e in call["events"] if e["kind"] == "play")
+    _, prompt = read_wav(_prompt_file(box, first_play))
+    corr_box, _ = best_match(boxside[: 8000 * 4], prompt[: 8000 * 2])
+    corr_caller, _ = best_match(caller[: 8000 * 4], prompt[: 8000 * 2])
+    assert corr_box > 0.9, f"the box side does not hold the greeting (corr {corr_box:.2f})"
+    assert corr_caller < 0.3, f"the greeting leaked into the caller side (corr {corr_caller:.2f})"
+    spectrum = np.abs(np.fft.rfft(caller))
+    peak_hz = np.argmax(spectrum) * 8000 / len(caller)
+    assert abs(peak_hz - 440) < 5 and rms(caller) > 300, (peak_hz, rms(caller))

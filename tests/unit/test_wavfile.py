@@ -176,3 +176,23 @@ def test_read_after_repair(tmp_path: Path) -> None:
         read_mono_int16(p)
     repair_wav(p)
     assert len(read_mono_int16(p)[1]) == N_FRAMES
+
+
+def test_merge_stereo_puts_each_side_in_its_channel_and_pads_the_shorter(tmp_path):
+    from appliance.wavfile import merge_stereo
+
+    def mono(path, samples):
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(array("h", samples).tobytes())
+        return path
+
+    out = tmp_path / "call.wav"
+    merge_stereo(mono(tmp_path / "l.wav", [1, 2, 3]), mono(tmp_path / "r.wav", [-1, -2]), out)
+    with wave.open(str(out), "rb") as w:
+        assert (w.getnchannels(), w.getframerate(), w.getnframes()) == (2, 8000, 3)
+        frames = array("h", w.readframes(3))
+    assert list(frames) == [1, -1, 2, -2, 3, 0]
+    assert (out.stat().st_mode & 0o777) == 0o600 and not (tmp_path / "call.wav.part").exists()
