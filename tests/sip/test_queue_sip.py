@@ -328,3 +328,30 @@ def test_after_hours_callback_request_is_stored_before_the_confirmation(make_box
     assert (cb.number, cb.reason, cb.queue, str(cb.state), cb.attempts) == (
         "+79161234567", "after_hours", "reception", "pending", 0)
     assert box.scrape()['registratura_callbacks{state="pending"}'] == 1.0
+
+
+def test_ring_all_rings_every_free_receptionist_and_the_first_answer_wins(make_box, phone, loop_thread, tmp_path):
+    box = _queue_box(make_box, tmp_path, agents=[phone.uri("101"), phone.uri("102")], strategy="ring_all",
+                     wrapup=0, max_wait=0)
+
+    async def scenario() -> tuple[set[str], int]:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        first = await phone.ringing(timeout=20)
+        second = await phone.ringing(timeout=5)  # both desks ring at once
+        winner, loser = (first, second) if first.called == "102" else (second, first)
+        await phone.answer(winner.call_id)
+        await phone.answered(winner.call_id)
+        lost = await phone.ended(loser.call_id, timeout=10)  # the other desk stops ringing
+        await asyncio.sleep(0.5)
+        await phone.hangup(call)
+        await phone.ended(call)
+        await phone.ended(winner.call_id)
+        return {first.called, second.called}, lost.status_code
+
+    rung, code = loop_thread.run(scenario(), timeout=60)
+    assert rung == {"101", "102"}
+    assert code == 487  # cancelled: "Request Terminated", not answered elsewhere by chance
+    events = _queue_log(box)
+    assert ("CONNECT", phone.uri("102")) in [(e, a) for e, a in events]
+    assert not any(e == "CONNECT" and a == phone.uri("101") for e, a in events)
