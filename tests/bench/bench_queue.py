@@ -70,7 +70,7 @@ nodes:
 """
 AGENT_IPS = ("127.0.0.5", "127.0.0.6")
 MAX_WAIT_S = 3600  # queue max_wait: nobody is offered a callback while the benchmark runs
-TARGETS = {"cpu_ms_per_call_s": 1.5, "late_pct": 0.5}
+TARGETS = {"queued": 100, "cpu_ms_per_call_s": 1.5, "late_pct": 0.5}  # issue 5: 100 callers queued
 MUSIC_AUDIBLE_PCT = 50.0  # the probes must hear sound in this share of their frames (speech has quiet frames)...
 MUSIC_MAX_SILENCE_MS = 2000.0  # ...and never more than this much dead air at once
 # sipp notes every 1 s receive timeout of the waiting loops (uac_queue.xml, uas_agent.xml) in its error log
@@ -225,7 +225,7 @@ class QueueBench(Bench):
             log(f"scaled down: {plan['scaled']}")
         speech = alaw_from_pcap(SOURCE_PCAP)
         write_audio_pcap(self.pcap, caller_slots(plan["deadline_s"] + 10, speech, dtmf=False))
-        self.results["caller_audio"] = f"20 ms PCMA speech from {SOURCE_PCAP} (looped), no keys"
+        self.results["caller_audio"] = f"20 ms PCMA speech ({SOURCE_PCAP.name} looped), no keys"
         log(f"queue: {plan['load']} sipp callers (up to {plan['load_calls_max']} placed, {plan['load']} at once) + "
             f"{plan['probes']} probe callers, ramp {plan['rate']:g}/s, window {plan['window_s']:g} s; everybody "
             f"hangs up {plan['deadline_s']:.0f} s after the first call")
@@ -355,14 +355,15 @@ class QueueBench(Bench):
                      cpu_ms_per_call_leg_s=per_leg, marginal_ms_per_call_leg_s=marg_leg)
             (self.work / "results.json").write_text(json.dumps(r, indent=2, default=str))
             p()
-            p(f"Setup: callers go straight into queue '{QUEUE}' (bench flow: the recording notice, then the queue) "
-              "and hear music on hold")
-            p(f"  (voices/moh/calm.wav) with position/expected-wait announcements every {a.announce_every:g} s; every "
-              "call is recorded. Two receptionists")
-            p(f"  (sipp on {', '.join(AGENT_IPS)}; longest_idle, wrap-up {a.wrapup:g} s) answer after ringing "
-              f"{a.answer_after:g} s, talk {a.talk:g} s and hang up; sipp places a new caller")
-            p(f"  for each one answered. Callers send: {r.get('caller_audio', '?')}. Nobody is offered a callback "
-              f"(max_wait {MAX_WAIT_S} s).")
+            p(f"Setup: callers go straight into queue '{QUEUE}' (bench flow: the recording notice, then the queue); "
+              "they hear music on hold")
+            p(f"  (voices/moh/calm.wav) and position/expected-wait announcements (every {a.announce_every:g} s, or "
+              "when their position changes);")
+            p(f"  every call is recorded. Two receptionists (sipp on {' and '.join(AGENT_IPS)}; longest_idle, wrap-up "
+              f"{a.wrapup:g} s) answer after")
+            p(f"  {a.answer_after:g} s of ringing, talk {a.talk:g} s and hang up; sipp places a new caller for each "
+              f"one answered. max_wait {MAX_WAIT_S} s:")
+            p(f"  nobody is offered a callback. Callers send {r.get('caller_audio', '?')}.")
             p(f"Window: {win:.0f} s, {a.settle:g} s after a {plan['ramp_s']:.0f} s ramp; metrics scraped every "
               f"{a.scrape_every:g} s:")
             p(f"  callers waiting in the queue: mean {waiting:.1f} (min {min(sm['waiting'], default=0):.0f}, max "
@@ -375,9 +376,12 @@ class QueueBench(Bench):
               f"over idle {marg_queued:.3f} ms")
             p(f"  per call-second of every leg (waiting + connected callers + receptionist legs): {per_leg:.3f} ms, "
               f"marginal {marg_leg:.3f} ms")
-            p(f"  [target <= {t['cpu_ms_per_call_s']:g} ms CPU per call-second for queued callers: "
-              f"{ok(per_queued <= t['cpu_ms_per_call_s'])} ({per_queued:.3f} ms per queued caller-second, "
-              f"{marg_queued:.3f} marginal; at {waiting:.0f} waiting)]")
+            at_target = waiting >= 0.95 * t["queued"]
+            not_measured = (f"not measured: {waiting:.0f} callers waiting, the target is for {t['queued']} "
+                            f"(--callers {t['queued']} on a pjsua2 with enough capacity)")
+            p(f"  [target <= {t['cpu_ms_per_call_s']:g} ms CPU per call-second for {t['queued']} queued callers: "
+              + (f"{ok(per_queued <= t['cpu_ms_per_call_s'])} ({per_queued:.3f} ms per queued caller-second, "
+                 f"{marg_queued:.3f} marginal; at {waiting:.0f} waiting)]" if at_target else not_measured + "]"))
             p(f"Resident memory (VmRSS) in the window: max {q['rss_max_mb']:.0f} MB")
             p()
             pr = q.get("probe") or {}
@@ -393,8 +397,9 @@ class QueueBench(Bench):
                   f"{MUSIC_MAX_SILENCE_MS / 1000:g} s): {'YES' if music_ok else 'NO'}]")
             p(f"  box RX (pjmedia stats of every call at its end): {fmt_rtp(q['rtp'])}")
             bad_pct = 100 * (pr.get("late", 0) + pr.get("lost", 0)) / max(1, pr.get("expected", 0))
-            p(f"  [target < {t['late_pct']:g}% late/lost frames: {ok(bool(pr) and bad_pct < t['late_pct'])} "
-              f"({bad_pct:.3f}% heard)]")
+            p(f"  [target < {t['late_pct']:g}% late/lost frames with {t['queued']} queued callers: "
+              + (f"{ok(bool(pr) and bad_pct < t['late_pct'])} ({bad_pct:.3f}% heard)]" if at_target
+                 else not_measured + "]"))
             p()
             lw, lr = q.get("log_window") or {}, q.get("log_run") or {}
             p("Receptionists (the box's queue log, read from its store after the run):")
