@@ -88,6 +88,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     cap = probe_capacity(settings.sip.max_calls)
     print(f"settings: {args.config or DEFAULT_CONFIG}: ok")
     print(f"SIP stack: {cap}")
+    asking = _flows_with_callbacks(settings.flows.dir)
+    if asking and not settings.queues:
+        print(f"warning: {', '.join(asking)} promise callbacks (request_callback) but no queue is configured to "
+              "call back from: the requests are not stored; add queues.reception with the receptionists' phones",
+              file=sys.stderr)
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
@@ -95,6 +100,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     print(f"flows: {settings.flows.dir}: ok")
     return 0
+
+
+def _flows_with_callbacks(flows_dir: Path) -> list[str]:
+    import yaml
+
+    found = []
+    for path in sorted(Path(flows_dir).glob("*.yaml")):
+        try:
+            nodes = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("nodes") or {}
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue  # validate_dir has said what is wrong with it
+        if any(isinstance(n, dict) and n.get("type") == "request_callback" for n in nodes.values()):
+            found.append(path.name)
+    return found
 
 
 def cmd_calls(args: argparse.Namespace) -> int:
