@@ -185,11 +185,21 @@ class CallbackDialer:
             if isinstance(action, cbx.DialPatient):
                 await self._apply(cbx.patient_failed(cb, time.time(), self._policy(cb), "dial failed"))
 
+    async def _originate(self, uri: str, leg: _CbLeg, caller_id: str = "") -> str:
+        """Known before it starts (see QueueService: a leg's first event may beat originate() back here)."""
+        tel = self.service.telephony
+        leg_id = tel.new_call_id()
+        self.legs[leg_id] = leg
+        try:
+            return await tel.originate(uri, caller_id=caller_id, call_id=leg_id)
+        except RegistraturaError:
+            self.legs.pop(leg_id, None)
+            raise
+
     async def _act(self, cb: Callback, action: Any) -> None:
         tel = self.service.telephony
         if isinstance(action, cbx.DialAgent):
-            leg = await tel.originate(action.agent, caller_id=cb.number)
-            self.legs[leg] = _CbLeg(cb.id, "agent")
+            leg = await self._originate(action.agent, _CbLeg(cb.id, "agent"), caller_id=cb.number)
             _LOGGER.info("callback %s: ringing %s first", cb.id, action.agent)
         elif isinstance(action, cbx.AnnounceToAgent):
             leg = self._leg(cb.id, "agent")
@@ -199,8 +209,7 @@ class CallbackDialer:
                 await tel.play(leg, files, 1)
         elif isinstance(action, cbx.DialPatient):
             assert self.outbound is not None
-            leg = await tel.originate(dial_uri(self.outbound, action.number, self.region))
-            self.legs[leg] = _CbLeg(cb.id, "patient")
+            leg = await self._originate(dial_uri(self.outbound, action.number, self.region), _CbLeg(cb.id, "patient"))
             _LOGGER.info("callback %s: dialling %s", cb.id, mask(action.number))
         elif isinstance(action, cbx.BridgeCallback):
             agent, patient = self._leg(cb.id, "agent"), self._leg(cb.id, "patient")

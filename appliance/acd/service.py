@@ -281,8 +281,15 @@ class QueueService:
             caller = self.callers.get(action.call_id)
             number = caller.session.caller if caller else ""
             for agent in action.agents:
-                leg_id = await tel.originate(agent, caller_id="" if is_withheld(number) else number)
+                # The leg is known before the call starts: a desk that answers (or refuses) at once sends its
+                # event before originate() returns here, and an unknown leg's events are dropped.
+                leg_id = tel.new_call_id()
                 self.legs[leg_id] = _Leg(queue, agent, action.call_id)
+                try:
+                    await tel.originate(agent, caller_id="" if is_withheld(number) else number, call_id=leg_id)
+                except RegistraturaError:
+                    self.legs.pop(leg_id, None)
+                    raise
                 _LOGGER.info("queue %s: ringing %s for call %s", queue, agent, action.call_id)
         elif isinstance(action, StopRinging) and self.dialer is not None and action.call_id in self.dialer.callbacks:
             await self.dialer.agent_gone(action.call_id, "no answer")  # the callback's receptionist did not pick up

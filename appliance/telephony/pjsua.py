@@ -1198,10 +1198,16 @@ class PjsuaTelephony:
 
         await self._submit(run)
 
-    async def originate(self, uri: str, caller_id: str = "") -> str:
+    def new_call_id(self) -> str:
+        """An id for ``originate(call_id=...)``: whoever follows the call's events can know it before the
+        first event can arrive (a phone that answers or refuses at once)."""
+        return self._new_id()
+
+    async def originate(self, uri: str, caller_id: str = "", call_id: str | None = None) -> str:
+        box_id = call_id or self._new_id()
+
         def run() -> str:
             call = _Call(self, self._acc)
-            box_id = self._new_id()
             call.box_id = box_id
             self._calls[box_id] = _CallRec(call=call, call_id=box_id, incoming=False)
             op = pj.CallOpParam(True)
