@@ -1239,21 +1239,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return a
 
 
+def prepare_host() -> bool:
+    """sipp and its pcap present (else say so), and enough file descriptors for hundreds of calls."""
+    if not shutil.which("sipp"):
+        print("sipp (Debian sip-tester) is not installed", file=sys.stderr)
+        return False
+    if not SOURCE_PCAP.exists():
+        print(f"{SOURCE_PCAP} is missing (Debian sip-tester ships it)", file=sys.stderr)
+        return False
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return True
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--rtp-probe"]:
         rtp_probe_main(argv[1], int(argv[2]), float(argv[3]), argv[4], frozenset(argv[5:]))
         return 0
     args = parse_args(argv)
-    if not shutil.which("sipp"):
-        print("sipp (Debian sip-tester) is not installed", file=sys.stderr)
+    if not prepare_host():
         return 2
-    if not SOURCE_PCAP.exists():
-        print(f"{SOURCE_PCAP} is missing (Debian sip-tester ships it)", file=sys.stderr)
-        return 2
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     bench = Bench(args)
     try:
         bench.run()

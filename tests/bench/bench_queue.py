@@ -23,8 +23,6 @@ import json
 import math
 import os
 import re
-import resource
-import shutil
 import sqlite3
 import sys
 import time
@@ -54,6 +52,7 @@ from bench_calls import (  # noqa: E402
     free_port,
     log,
     ok,
+    prepare_host,
     rss_mb,
     rtp_delta,
     write_audio_pcap,
@@ -514,16 +513,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if not shutil.which("sipp"):
-        print("sipp (Debian sip-tester) is not installed", file=sys.stderr)
+    if not prepare_host():
         return 2
-    if not SOURCE_PCAP.exists():
-        print(f"{SOURCE_PCAP} is missing (Debian sip-tester ships it)", file=sys.stderr)
-        return 2
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     bench = QueueBench(args)
     try:
         bench.run()
