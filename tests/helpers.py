@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import wave
 from pathlib import Path
@@ -34,6 +35,17 @@ def wait_for_call_end(db: Path, count: int = 1, timeout: float = 15.0) -> list[d
 
     raw = sqlite3.connect(db).execute('SELECT id, outcome FROM "call"').fetchall()
     raise AssertionError(f"calls not closed within {timeout} s: raw {raw}; {calls}")
+
+
+def write_tone(path: Path, hz: float = 440.0, seconds: float = 4.0, amplitude: int = 6000) -> Path:
+    """A mono 8 kHz sine wave: something a test caller can "say" that is easy to find again."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"".join(int(amplitude * math.sin(2 * math.pi * hz * i / 8000)).to_bytes(2, "little", signed=True)
+                               for i in range(int(8000 * seconds))))
+    return path
 
 
 def read_wav(path: Path) -> tuple[int, np.ndarray]:

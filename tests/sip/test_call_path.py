@@ -15,7 +15,7 @@ import pytest
 from appliance.boxproc import REPO
 from appliance.flow import load_prompt_catalog
 from appliance.speech.prompts import PromptLibrary
-from tests.helpers import best_match, calls_in, read_wav, rms, wait_for_call_end
+from tests.helpers import best_match, calls_in, read_wav, rms, wait_for_call_end, write_tone
 
 pytestmark = pytest.mark.sip
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -107,14 +107,7 @@ def test_stranger_gets_403_and_no_call_record(box):
 def test_baresip_completes_a_call(box, tmp_path):
     conf = tmp_path / "baresip"
     conf.mkdir()
-    tone = tmp_path / "tone.wav"
-    with wave.open(str(tone), "wb") as w:  # what baresip "says": a 440 Hz tone
-        import math
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(b"".join(int(8000 * math.sin(2 * math.pi * 440 * i / 8000)).to_bytes(2, "little", signed=True)
-                               for i in range(8000 * 10)))
+    tone = write_tone(tmp_path / "tone.wav", seconds=10.0, amplitude=8000)  # what baresip "says"
     (conf / "accounts").write_text("<sip:+79165550001@127.0.0.1>;regint=0\n")
     (conf / "config").write_text(
         "poll_method epoll\n"

@@ -7,16 +7,14 @@ sip:101@<softphone>); the PyPI pjsua2 allows 4 calls per endpoint, so scenarios 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-import wave
 from pathlib import Path
 
 import pytest
 
 from appliance.boxproc import REPO
 from appliance.store import Store
-from tests.helpers import best_match, read_wav, rms, wait_for_call_end
+from tests.helpers import best_match, read_wav, rms, wait_for_call_end, write_tone
 
 pytestmark = pytest.mark.sip
 
@@ -40,16 +38,6 @@ def _queue_box(make_box, tmp_path, **queue):
     return make_box(flows_dir=_flows(tmp_path), main="queue_only", queues={"reception": queue})
 
 
-def _tone(path: Path, hz: float = 440.0, seconds: float = 4.0) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(b"".join(int(6000 * math.sin(2 * math.pi * hz * i / 8000)).to_bytes(2, "little", signed=True)
-                               for i in range(int(8000 * seconds))))
-    return path
-
-
 def _queue_log(box) -> list[tuple[str, str]]:
     store = Store(box.db_path, migrate=False)
     try:
@@ -63,7 +51,7 @@ def test_music_announcement_and_receptionist_bridge(make_box, phone, loop_thread
                      announce_every=0, max_wait=0)
     heard_b = tmp_path / "b-heard.wav"
     desk = tmp_path / "desk-heard.wav"
-    tone = _tone(tmp_path / "tone.wav")
+    tone = write_tone(tmp_path / "tone.wav")
 
     async def scenario() -> None:
         a = await phone.call(box.sip_uri)

@@ -137,21 +137,13 @@ def test_full_disk_stops_recording_cleanly_while_calls_go_on(make_box, phone, lo
 
 
 def test_stereo_recording_keeps_the_caller_and_the_box_apart(make_box, phone, loop_thread, tmp_path):
-    import math
-
     import numpy as np
 
-    from tests.helpers import best_match
+    from tests.helpers import best_match, write_tone
     from tests.sip.test_call_path import _prompt_file
 
     box = make_box(recording={"format": "stereo"})
-    tone = tmp_path / "tone.wav"
-    with wave.open(str(tone), "wb") as w:  # the caller: 3 s of 440 Hz while the greeting plays
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(b"".join(int(8000 * math.sin(2 * math.pi * 440 * i / 8000)).to_bytes(2, "little", signed=True)
-                               for i in range(8000 * 3)))
+    tone = write_tone(tmp_path / "tone.wav", seconds=3.0, amplitude=8000)  # the caller, while the greeting plays
 
     async def scenario() -> None:
         call = await phone.call(box.sip_uri)

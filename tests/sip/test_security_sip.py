@@ -72,9 +72,10 @@ def test_repeat_calls_earn_an_automatic_block(make_box, phone, loop_thread):
 
 
 def test_receptionist_feature_codes_mark_threats_and_block_abusive_callers(make_box, phone, loop_thread, tmp_path):
-    from tests.sip.test_queue_sip import _flows, _tone
+    from tests.helpers import write_tone
+    from tests.sip.test_queue_sip import _flows
 
-    voice = _tone(tmp_path / "voice.wav", hz=300.0, seconds=3.0)
+    voice = write_tone(tmp_path / "voice.wav", hz=300.0, seconds=3.0)
     box = make_box(flows_dir=_flows(tmp_path), main="queue_only",
                    queues={"reception": {"agents": [phone.uri("101")], "max_wait": 0, "wrapup": 0}})
 
