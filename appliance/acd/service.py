@@ -152,15 +152,8 @@ class QueueService:
         if not self.cores:
             return ""
         queue = "reception" if "reception" in self.cores else sorted(self.cores)[0]
-        now = time.time()
-        cb = Callback(id=call_id, queue=queue, number=number, reason=reason, waited=0.0, created_at=now,
-                      state=CallbackState.PENDING, next_at=now, updated_at=now)
-        await self.writer.run(self.writer.store.write_acd, [], [cb])
-        if self.dialer is not None:
-            self.dialer.add(cb)
-        metrics.CALLBACKS_SCHEDULED.labels(reason).inc()
-        _LOGGER.info("call %s: callback requested by the flow for %s (%s), queue %s", call_id, mask(number), reason,
-                     queue)
+        # The queue's own path for a callback: stored with the step, then handed to the dialer and counted.
+        await self._apply(queue, Step(actions=(ScheduleCallback(call_id, queue, number, 0.0, reason, None),)))
         return queue
 
     async def join(self, session: Any, queue: str) -> None:
