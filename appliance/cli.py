@@ -70,7 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from appliance.flow import load_prompt_catalog, validate_dir
+    from appliance.flow import check_dir, load_prompt_catalog
+    from appliance.flow.model import CallbackNode
 
     problems: list[str] = []
     try:
@@ -79,7 +80,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     catalog = load_prompt_catalog(settings.voices.dir)
-    problems += validate_dir(settings.flows.dir, {k: set(v) for k, v in catalog.items()})
+    flows, found = check_dir(settings.flows.dir, {k: set(v) for k, v in catalog.items()})
+    problems += found
     flow_file = settings.flows.dir / f"{settings.flows.main}.yaml"
     if not flow_file.is_file():
         problems.append(f"{flow_file}: main flow '{settings.flows.main}' not found (settings flows.main)")
@@ -88,7 +90,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     cap = probe_capacity(settings.sip.max_calls)
     print(f"settings: {args.config or DEFAULT_CONFIG}: ok")
     print(f"SIP stack: {cap}")
-    asking = _flows_with_callbacks(settings.flows.dir)
+    asking = sorted(f"{name}.yaml" for name, flow in flows.items()
+                    if any(isinstance(node, CallbackNode) for node in flow.nodes.values()))
     if asking and not settings.queues:
         print(f"warning: {', '.join(asking)} promise callbacks (request_callback) but no queue is configured to "
               "call back from: the requests are not stored; add queues.reception with the receptionists' phones",
@@ -100,20 +103,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     print(f"flows: {settings.flows.dir}: ok")
     return 0
-
-
-def _flows_with_callbacks(flows_dir: Path) -> list[str]:
-    import yaml
-
-    found = []
-    for path in sorted(Path(flows_dir).glob("*.yaml")):
-        try:
-            nodes = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("nodes") or {}
-        except (OSError, yaml.YAMLError, AttributeError):
-            continue  # validate_dir has said what is wrong with it
-        if any(isinstance(n, dict) and n.get("type") == "request_callback" for n in nodes.values()):
-            found.append(path.name)
-    return found
 
 
 def cmd_calls(args: argparse.Namespace) -> int:

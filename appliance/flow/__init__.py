@@ -2,7 +2,7 @@
 
 from appliance.flow.engine import INTERDIGIT, NO_INPUT, CallContext, CallState, start, step
 from appliance.flow.graph import graph
-from appliance.flow.loader import load_flow, load_flows, validate_dir
+from appliance.flow.loader import check_dir, load_flow, load_flows, validate_dir
 from appliance.flow.model import Flow, Node
 from appliance.flow.prompts_catalog import load_prompt_catalog, prompt_ids
 
@@ -20,5 +20,6 @@ __all__ = [
     "prompt_ids",
     "start",
     "step",
+    "check_dir",
     "validate_dir",
 ]

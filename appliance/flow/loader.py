@@ -19,7 +19,7 @@ from appliance.flow.model import DIGITS_PLACEHOLDER, TEXT_PREFIX, Flow, Node, Su
 from appliance.flow.schema import parse_node
 from appliance.flow.source import NODE_ID, Fields, SourceFile, suggest
 
-__all__ = ["graph", "load_flow", "load_flows", "validate_dir"]
+__all__ = ["check_dir", "graph", "load_flow", "load_flows", "validate_dir"]
 
 Prompts = Mapping[str, set[str]] | Mapping[str, Any]  # language -> prompt ids (any container of ids)
 # What the box settings may preset for every flow (silence.no_input_timeout, silence.retries,
@@ -257,6 +257,11 @@ def load_flows(
     return flows
 
 
+def check_dir(directory: Path | str, prompts: Prompts | None = None) -> tuple[dict[str, Flow], list[str]]:
+    """The flows of ``directory`` that load, and every problem, one line each (no exception)."""
+    return _load_dir(directory, prompts)
+
+
 def validate_dir(directory: Path | str, prompts: Prompts | None = None) -> list[str]:
     """Every problem in the flows of ``directory``, one line each; [] when all is well."""
-    return _load_dir(directory, prompts)[1]
+    return check_dir(directory, prompts)[1]
