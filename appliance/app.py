@@ -141,9 +141,10 @@ class App:
         return data
 
     def _open_store(self, data: Path) -> StoreWriter:
+        from appliance.recordings import merge_stereo_parts
         from appliance.store import Store
         from appliance.telephony.base import stereo_parts
-        from appliance.wavfile import merge_stereo, repair_wav
+        from appliance.wavfile import repair_wav
 
         store = Store(data / "registratura.db")
         store.migrate()
@@ -162,14 +163,8 @@ class App:
                         _LOGGER.info("repaired the recording of interrupted call %s", call["id"])
                 except ValueError as exc:
                     _LOGGER.warning("recording of interrupted call %s is unreadable: %s", call["id"], exc)
-            if not Path(rec).exists() and all(p.exists() for p in parts):
-                try:
-                    merge_stereo(*parts, rec)
-                except (OSError, ValueError) as exc:
-                    _LOGGER.warning("stereo recording of interrupted call %s not merged: %s", call["id"], exc)
-                else:
-                    for p in parts:
-                        p.unlink(missing_ok=True)
+            if not Path(rec).exists():
+                merge_stereo_parts(Path(rec))
         if closed:
             metrics.INTERRUPTED_CALLS.inc(len(closed))
             _LOGGER.warning("%d call(s) were open when the box stopped; closed as interrupted", len(closed))

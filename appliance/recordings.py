@@ -25,6 +25,25 @@ from appliance.errors import RegistraturaError
 
 _LOGGER = logging.getLogger(__name__)
 
+
+def merge_stereo_parts(path: Path) -> bool:
+    """A stereo recording's two halves (``telephony.base.stereo_parts``) become the one file ``path``, and the
+    halves go. False, with nothing lost, when a half is missing or they cannot be merged (logged)."""
+    from appliance.telephony.base import stereo_parts
+    from appliance.wavfile import merge_stereo
+
+    parts = stereo_parts(path)
+    if not all(p.exists() for p in parts):
+        return False
+    try:
+        merge_stereo(*parts, path)
+    except (OSError, ValueError) as exc:
+        _LOGGER.warning("stereo recording %s not merged (its two halves stay): %s", path.name, exc)
+        return False
+    for p in parts:
+        p.unlink(missing_ok=True)
+    return True
+
 MB = 1024 * 1024
 DAY = 86400.0
 RETENTION, QUOTA, LOW_DISK = "retention", "quota", "low disk space"

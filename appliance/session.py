@@ -16,8 +16,7 @@ from appliance import events as ev
 from appliance import metrics
 from appliance.errors import RegistraturaError
 from appliance.numbers import is_withheld, mask, normalize
-from appliance.telephony.base import stereo_parts
-from appliance.wavfile import merge_stereo
+from appliance.recordings import merge_stereo_parts
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -236,19 +235,6 @@ class CallSession:
         self.state, actions = self.deps.engine.start(self.flow, ctx, self.deps.now(), self.flows)
         await self._execute(actions)
 
-    async def _merge_stereo(self, path: Path) -> None:
-        """The two sides recorded apart become one stereo file (before sealing and the disk quota see it)."""
-        parts = stereo_parts(path)
-        if not all(p.exists() for p in parts):
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, merge_stereo, *parts, path)
-        except (OSError, ValueError) as exc:  # the two mono files stay: nothing is lost
-            _LOGGER.warning("call %s: stereo recording not merged: %s", self.call_id, exc)
-            return
-        for p in parts:
-            p.unlink(missing_ok=True)
-
     def _recording_path(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.answered_at or time.time()))
         day = time.strftime("%Y/%m/%d", time.gmtime(self.answered_at or time.time()))
@@ -286,7 +272,8 @@ class CallSession:
         await self._note("end", f"by {event.by} ({event.status_code} {event.reason})".strip())
         await self._db(self.deps.store.store.call_ended, self.record_id, now, outcome, event.reason)
         if self.deps.recording_stereo and self.recording_path is not None:
-            await self._merge_stereo(self.recording_path)
+            # The two sides recorded apart become one stereo file before sealing and the disk quota see it.
+            await asyncio.get_running_loop().run_in_executor(None, merge_stereo_parts, self.recording_path)
         if self.deps.recording_guard is not None:
             await self.deps.recording_guard.finished(self.call_id)
         metrics.ACTIVE_CALLS.dec()
