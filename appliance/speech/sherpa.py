@@ -79,6 +79,17 @@ def _file_varint(f) -> int | None:  # noqa: ANN001 - a binary file
         shift += 7
 
 
+def _skip_scalar(f, wire: int) -> bool:  # noqa: ANN001 - a binary file
+    """Step over a varint or fixed-width field; False for a length-delimited one (the caller reads it)."""
+    if wire == 0:
+        _file_varint(f)
+        return True
+    if wire in (1, 5):
+        f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+        return True
+    return False
+
+
 def _fields(buf: bytes):  # noqa: ANN202 - yields (field number, wire type, value)
     pos = 0
     while pos < len(buf):
@@ -136,11 +147,7 @@ def onnx_info(path: str | Path) -> OnnxInfo:
                 if key is None:
                     break
                 num, wire = key >> 3, key & 7
-                if wire == 0:
-                    _file_varint(f)
-                    continue
-                if wire in (1, 5):
-                    f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+                if _skip_scalar(f, wire):
                     continue
                 if wire != 2:
                     raise ValueError(f"unsupported protobuf wire type {wire}")
@@ -163,11 +170,7 @@ def onnx_info(path: str | Path) -> OnnxInfo:
                         if gkey is None:
                             break
                         gnum, gwire = gkey >> 3, gkey & 7
-                        if gwire == 0:
-                            _file_varint(f)
-                            continue
-                        if gwire in (1, 5):
-                            f.seek(8 if gwire == 1 else 4, os.SEEK_CUR)
+                        if _skip_scalar(f, gwire):
                             continue
                         gn = _file_varint(f) or 0
                         if gnum in (11, 12):

@@ -912,22 +912,22 @@ class PjsuaTelephony:
         a model VAD gets every frame through a pooled tap."""
         if rec.watch is None and rec.tap is None:
             vad = self.config.new_vad() if self.config.new_vad is not None else EnergyVad()
-            watch = LineWatch(rec.call_id, vad, self.config.dead_line_timeout)
-            if isinstance(vad, EnergyVad):
-                rec.watch, rec.watched_at = watch, time.monotonic()
-            else:
+            tap = None
+            if not isinstance(vad, EnergyVad):
                 tap = self._take_tap()
                 if tap is None:
                     _LOGGER.warning("call %s: no audio tap for the VAD model; using the energy detector", rec.call_id)
                     if self.config.release_vad is not None:
                         self.config.release_vad(vad)
-                    rec.watch = LineWatch(rec.call_id, EnergyVad(), self.config.dead_line_timeout)
-                    rec.watched_at = time.monotonic()
-                else:
-                    if self._vad_worker is None:
-                        self._vad_worker = _VadWorker(self, self.config.release_vad)
-                    tap.attach(watch, self._vad_worker)
-                    rec.tap = call.tap = tap
+                    vad = EnergyVad()
+            watch = LineWatch(rec.call_id, vad, self.config.dead_line_timeout)
+            if tap is None:
+                rec.watch, rec.watched_at = watch, time.monotonic()
+            else:
+                if self._vad_worker is None:
+                    self._vad_worker = _VadWorker(self, self.config.release_vad)
+                tap.attach(watch, self._vad_worker)
+                rec.tap = call.tap = tap
         # The conference computes a port's level only while the port has a listener: the null sound
         # device's port is one that costs a few additions per frame. Again after a re-INVITE.
         sink = rec.tap if rec.tap is not None else self._ep.audDevManager().getPlaybackDevMedia()
