@@ -121,6 +121,7 @@ class App:
         self.settings = settings
         self.telephony = telephony
         self.sessions: dict[str, CallSession] = {}
+        self.legs: dict[str, CallSession] = {}  # transfer legs -> the caller's session
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.writer: StoreWriter | None = None
@@ -345,10 +346,10 @@ class App:
             session = CallSession(event, self._deps())
             self.sessions[event.call_id] = session
             task = session.start()
-            task.add_done_callback(lambda _t, cid=event.call_id: self.sessions.pop(cid, None))
+            task.add_done_callback(lambda _t, cid=event.call_id: self._session_done(cid))
             return
         call_id = getattr(event, "call_id", "")
-        session = self.sessions.get(call_id)
+        session = self.sessions.get(call_id) or self.legs.get(call_id)
         if session is not None:
             session.post(event)
         elif self.queues is not None and self.queues.owns(call_id):
@@ -374,7 +375,21 @@ class App:
             queues=self.queues,
             recording_guard=self.recordings,
             recording_stereo=self.settings.recording.format == "stereo",
+            transfers=s.transfers,
+            adopt_leg=self._adopt_leg,
         )
+
+    def _session_done(self, call_id: str) -> None:
+        session = self.sessions.pop(call_id, None)
+        for leg_id in getattr(session, "legs", ()):
+            self.legs.pop(leg_id, None)
+
+    def _adopt_leg(self, leg_id: str, session: Any) -> None:
+        """A session's outbound leg (a transfer): its events go to that session; None forgets it."""
+        if session is None:
+            self.legs.pop(leg_id, None)
+        else:
+            self.legs[leg_id] = session
 
     async def _shutdown(self, drain_seconds: float = 20.0) -> None:
         if self.telephony is not None and hasattr(self.telephony, "stop_accepting"):

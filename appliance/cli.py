@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from appliance.flow import check_dir, load_prompt_catalog
-    from appliance.flow.model import CallbackNode
+    from appliance.flow.model import CallbackNode, QueueNode, TransferNode
 
     problems: list[str] = []
     try:
@@ -96,6 +96,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {', '.join(asking)} promise callbacks (request_callback) but no queue is configured to "
               "call back from: the requests are not stored; add queues.reception with the receptionists' phones",
               file=sys.stderr)
+    for flow in flows.values():
+        for node in flow.nodes.values():
+            if isinstance(node, TransferNode) and node.target not in settings.transfers:
+                then = f"callers go to '{node.no_answer}'" if node.no_answer else "callers hear 'transfer_failed'"
+                print(f"warning: {flow.path}:{node.line}: node '{node.id}': transfer target '{node.target}' is not "
+                      f"in the settings (transfers): {then}; add transfers.{node.target}: <SIP URI>", file=sys.stderr)
+            if isinstance(node, QueueNode) and node.queue not in settings.queues:
+                print(f"warning: {flow.path}:{node.line}: node '{node.id}': queue '{node.queue}' is not in the "
+                      f"settings (queues): callers hear 'transfer_failed' and are hung up; add queues.{node.queue}",
+                      file=sys.stderr)
     for line in problems:
         print(line, file=sys.stderr)
     if problems:

@@ -78,6 +78,14 @@ class LineSilent:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferFailed:
+    """The transfer target did not take the call: busy, no answer, unreachable or not configured."""
+
+    call_id: str
+    reason: str  # "busy" | "no_answer" | "failed" | "not_configured"
+
+
+@dataclass(frozen=True, slots=True)
 class CallEnded:
     """The call is gone: the caller hung up, the box hung up, or it failed."""
 
@@ -105,6 +113,7 @@ Event = (
     | SpeechHeard
     | VoiceActivity
     | LineSilent
+    | TransferFailed
     | CallEnded
     | InviteRejected
 )
@@ -151,7 +160,10 @@ class Enqueue:
 
 @dataclass(frozen=True, slots=True)
 class Transfer:
+    """Ring a configured target while the caller hears music; bridge on answer (TransferFailed otherwise)."""
+
     target: str  # a configured target name, never a number the caller typed
+    seconds: float = 30.0  # how long the target may ring
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,12 @@ CALL_DURATION = Histogram(
     buckets=(5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200),
     registry=REGISTRY,
 )
+TRANSFERS = Counter(
+    "registratura_transfers",
+    "Flow transfers to configured targets, by target and result (connected, busy, no_answer, failed, not_configured)",
+    ["target", "result"],
+    registry=REGISTRY,
+)
 DTMF_DIGITS = Counter(
     "registratura_dtmf_digits", "DTMF digits received, by method", ["method"], registry=REGISTRY
 )

@@ -6,8 +6,8 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from appliance import metrics
 from appliance.errors import RegistraturaError
 from appliance.numbers import is_withheld, mask, normalize
 from appliance.recordings import merge_stereo_parts
+from appliance.security.marks import feature_code, mark_call
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,6 +41,19 @@ class SessionDeps:
     queues: Any = None  # acd.service.QueueService; None = no queues configured
     recording_guard: Any = None  # recordings.RecordingGuard: disk space and sealing; None = no checks
     recording_stereo: bool = False  # caller on the left, the box and the receptionist on the right
+    transfers: Mapping[str, str] = field(default_factory=dict)  # flow target name -> SIP URI (settings)
+    adopt_leg: Callable[[str, Any], None] = lambda leg_id, session: None  # route a leg's events to a session
+
+
+@dataclass
+class _TransferLeg:
+    """The outbound call to a transfer target; its events come to the caller's session."""
+
+    target: str
+    leg_id: str
+    answered: bool = False
+    done: bool = False  # connected and over, failed, or given up on: the flow no longer waits for it
+    keys: str = ""  # the target's last keys, for the receptionist feature codes (*9 abusive, *0 threat)
 
 
 class CallSession:
@@ -68,6 +82,8 @@ class CallSession:
         self._said_no_asr = False
         self.verdict: Any = None  # screening result: the caller is refused politely
         self.queued = False  # handed to a queue: DTMF, playback ends and the hang-up go there
+        self.legs: dict[str, _TransferLeg] = {}  # transfer legs by call id (a failed one until its end arrives)
+        self.music_id = 0  # playback id of the music the caller hears while a transfer rings
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -121,10 +137,7 @@ class CallSession:
                 await self._ended(event)
 
     async def _safe_hangup(self) -> None:
-        try:
-            await self.deps.telephony.hangup(self.call_id)
-        except Exception:  # noqa: BLE001 - the call may be gone already
-            pass
+        await self._hangup_call(self.call_id)
 
     # ------------------------------------------------------------------------------------ events
 
@@ -160,7 +173,10 @@ class CallSession:
         )
 
     async def _handle(self, event: ev.Event) -> None:
-        if isinstance(event, ev.CallAnswered):
+        leg = self.legs.get(getattr(event, "call_id", ""))
+        if leg is not None:
+            await self._leg_event(leg, event)
+        elif isinstance(event, ev.CallAnswered):
             await self._answered()
         elif isinstance(event, ev.DtmfReceived):
             metrics.DTMF_DIGITS.labels(event.method).inc()
@@ -180,7 +196,9 @@ class CallSession:
                 await self._step(event)
         elif isinstance(event, ev.TimerFired):
             self._timers.pop(event.name, None)
-            if event.name == "__max_duration":
+            if event.name == "__transfer":
+                await self._transfer_gave_up()
+            elif event.name == "__max_duration":
                 await self._note("hangup", "maximum call duration reached")
                 self.outcome = self.outcome or "timeout"
                 await self._safe_hangup()
@@ -256,6 +274,10 @@ class CallSession:
                 self.state, _ = self.deps.engine.step(self.flow, self.state, event, self.deps.now(), self.flows)
             except Exception:  # noqa: BLE001 - the call is over whatever the engine thinks
                 _LOGGER.exception("call %s: engine failed on hang-up", self.call_id)
+        for leg in self.legs.values():
+            if not leg.done or leg.answered:
+                leg.done = True
+                await self._hangup_call(leg.leg_id)
         if self.queued:
             # The queue writes ABANDON (and maybe a callback) durably before the call record is closed.
             self.outcome = await self.deps.queues.caller_ended(self.call_id) or self.outcome
@@ -333,12 +355,105 @@ class CallSession:
             await self.deps.queues.join(self, action.queue)
         elif isinstance(action, ev.RequestCallback):
             await self._request_callback(action)
-        elif isinstance(action, ev.Transfer | ev.Enqueue):
-            # Queue, transfers, callbacks and speech arrive with their own issues; until then the
-            # timeline says plainly what the flow asked for.
-            await self._note("unsupported", repr(action))
+        elif isinstance(action, ev.Transfer):
+            await self._transfer(action)
+        elif isinstance(action, ev.Enqueue):
+            _LOGGER.warning("call %s: the flow hands the call to queue %r, which is not configured", self.call_id,
+                            action.queue)
+            await self._note("queue", f"{action.queue}: not configured")
+            await self._do(ev.Hangup("failed", (self._transfer_failed_prompt(),)))
         else:
             await self._note("unknown-action", repr(action))
+
+    # ------------------------------------------------------------------------------------ transfers
+
+    async def _transfer(self, action: ev.Transfer) -> None:
+        """Ring the configured target while the caller hears music; bridge when it answers.
+
+        Bridged in the box, not a SIP REFER: FXO gateways rarely honour REFER, and a bridged call keeps the
+        recording and the receptionist feature codes. Only names from the settings can be dialled."""
+        uri = self.deps.transfers.get(action.target)
+        if not uri:
+            _LOGGER.warning("call %s: transfer target %r is not configured (settings: transfers)", self.call_id,
+                            action.target)
+            await self._transfer_result(action.target, "not_configured")
+            return
+        tel = self.deps.telephony
+        leg = _TransferLeg(action.target, tel.new_call_id())
+        # Known before the call starts: a target that answers at once sends its event before originate returns.
+        self.legs[leg.leg_id] = leg
+        self.deps.adopt_leg(leg.leg_id, self)
+        await self._note("transfer", f"ringing {action.target}")
+        try:
+            self._playback_ids += 1
+            self.music_id = self._playback_ids
+            await tel.play(self.call_id, self.deps.prompts.music(), self.music_id, loop=True)
+        except RegistraturaError as exc:  # no music installed: the caller waits in silence, the transfer goes on
+            _LOGGER.warning("call %s: no music while the transfer rings: %s", self.call_id, exc)
+        await self._do(ev.StartTimer("__transfer", action.seconds))
+        number = "" if is_withheld(self.caller) else self.caller
+        try:
+            await tel.originate(uri, caller_id=number, call_id=leg.leg_id)
+        except RegistraturaError as exc:
+            _LOGGER.warning("call %s: transfer to %s failed: %s", self.call_id, action.target, exc)
+            await self._leg_failed(leg, "failed")
+
+    async def _leg_event(self, leg: _TransferLeg, event: ev.Event) -> None:
+        if isinstance(event, ev.CallAnswered):
+            if leg.done or self.ended:  # given up on (timeout) or the caller left meanwhile
+                await self._hangup_call(leg.leg_id)
+                return
+            leg.answered = leg.done = True
+            await self._do(ev.CancelTimer("__transfer"))
+            self.music_id = 0
+            self.outcome = "transferred"
+            await self.deps.telephony.bridge(self.call_id, leg.leg_id)
+            await self._transfer_result(leg.target, "connected")
+        elif isinstance(event, ev.DtmfReceived) and leg.answered:
+            leg.keys, kind = feature_code(leg.keys, event.digit)
+            if kind:
+                await mark_call(self.deps.store, self.deps.security, self, kind, leg.target)
+        elif isinstance(event, ev.CallEnded):
+            self.legs.pop(leg.leg_id, None)
+            self.deps.adopt_leg(leg.leg_id, None)
+            if leg.answered:
+                await self._note("transfer", f"{leg.target} hung up")
+                await self._safe_hangup()  # the conversation is over
+            elif not leg.done:
+                reason = {486: "busy", 600: "busy", 603: "busy", 408: "no_answer", 480: "no_answer"}.get(
+                    event.status_code, "failed")
+                await self._leg_failed(leg, reason)
+
+    async def _transfer_gave_up(self) -> None:
+        for leg in list(self.legs.values()):
+            if not leg.done:
+                await self._leg_failed(leg, "no_answer")
+                await self._hangup_call(leg.leg_id)
+
+    async def _leg_failed(self, leg: _TransferLeg, reason: str) -> None:
+        leg.done = True
+        await self._do(ev.CancelTimer("__transfer"))
+        if self.music_id:
+            self.music_id = 0
+            await self.deps.telephony.stop_playback(self.call_id)
+        await self._transfer_result(leg.target, reason)
+
+    async def _transfer_result(self, target: str, result: str) -> None:
+        metrics.TRANSFERS.labels(target, result).inc()
+        await self._note("transfer", f"{target}: {result}")
+        if result != "connected":
+            await self._step(ev.TransferFailed(self.call_id, result))  # the flow goes to no_answer or says sorry
+
+    def _transfer_failed_prompt(self) -> str:
+        prompt = getattr(self.flow, "transfer_failed", "transfer_failed")
+        return prompt if prompt in self.deps.prompts.catalog.get(self.language, {}) else getattr(
+            self.flow, "goodbye", "goodbye")
+
+    async def _hangup_call(self, call_id: str) -> None:
+        try:
+            await self.deps.telephony.hangup(call_id)
+        except Exception:  # noqa: BLE001 - the call (or transfer leg) may be gone already
+            pass
 
     async def _request_callback(self, action: ev.RequestCallback) -> None:
         """Stored before the flow goes on to its confirmation prompt (the actions run in order)."""

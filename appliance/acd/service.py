@@ -35,13 +35,12 @@ from appliance.acd.model import (
 from appliance.acd.queue import QueueCore
 from appliance.errors import RegistraturaError
 from appliance.numbers import is_withheld, mask
+from appliance.security.marks import feature_code, mark_call
 from appliance.speech import phrases
 
 _LOGGER = logging.getLogger(__name__)
 
-MOH_DIR = "moh"
 CALLBACK_KEY = "1"
-FEATURE_CODES = {"*9": "abusive", "*0": "threat"}  # pressed by the receptionist during a connected call
 
 
 def queue_config(name: str, qs: Any) -> QueueConfig:
@@ -221,12 +220,9 @@ class QueueService:
                 return
             await self._feed(leg.queue, lambda core, now: core.agent_answered(leg.agent, now))
         elif isinstance(event, ev.DtmfReceived):
-            leg.keys = (leg.keys + event.digit)[-2:]
+            leg.keys, kind = feature_code(leg.keys, event.digit)
             caller = self.callers.get(leg.target)
-            if caller is not None and caller.bridged_leg == leg_id and leg.keys in FEATURE_CODES:
-                kind, leg.keys = FEATURE_CODES[leg.keys], ""
-                from appliance.security.marks import mark_call
-
+            if caller is not None and caller.bridged_leg == leg_id and kind:
                 await mark_call(self.writer, self.settings.security, caller.session, kind, leg.agent)
         elif isinstance(event, ev.CallEnded):
             self.legs.pop(leg_id, None)
@@ -336,17 +332,10 @@ class QueueService:
         loop = asyncio.get_running_loop()
         return [await loop.run_in_executor(None, self.prompts.path, self.language, p) for p in prompts]
 
-    def _moh_files(self) -> list[Path]:
-        moh = Path(self.settings.voices.dir) / MOH_DIR
-        files = sorted(moh.glob("*.wav"))
-        if not files:
-            raise RegistraturaError(f"no music on hold in {moh}; put WAV files there (tools/make_moh.sh)")
-        return files
-
     async def _start_music(self, caller: _Caller) -> None:
         self._ids += 1
         caller.moh_id = self._ids
-        await self.telephony.play(caller.session.call_id, self._moh_files(), caller.moh_id, loop=True)
+        await self.telephony.play(caller.session.call_id, self.prompts.music(), caller.moh_id, loop=True)
 
     async def _say(self, call_id: str, prompts: tuple[str, ...]) -> None:
         caller = self.callers.get(call_id)

@@ -35,6 +35,7 @@ from appliance.events import (
     StopPlayback,
     TimerFired,
     Transfer,
+    TransferFailed,
     VoiceActivity,
 )
 from appliance.flow import conditions, keywords
@@ -251,8 +252,11 @@ def _handoff(run: _Run, state: CallState, node: Node) -> CallState:
         run.emit(Note("queue", node.queue), Enqueue(node.queue))
         return replace(state, finished=True, outcome="queued")
     assert isinstance(node, TransferNode)
-    run.emit(Note("transfer", node.target), Transfer(node.target))
-    return replace(state, finished=True, outcome="transferred")
+    # The flow waits at this node: the session bridges on answer (the flow is done then) or reports
+    # TransferFailed, which leads to no_answer.
+    flow = run.flow(state.flow)
+    run.emit(Note("transfer", node.target), Transfer(node.target, node.timeout or flow.transfer_timeout))
+    return state
 
 
 def _enter_callback(run: _Run, state: CallState, flow: Flow, node: CallbackNode, typeahead: str) -> CallState:
@@ -456,6 +460,17 @@ def _on_line_silent(run: _Run, state: CallState, event: LineSilent) -> CallState
     return _hangup(run, state, "silent", ())
 
 
+def _on_transfer_failed(run: _Run, state: CallState, event: TransferFailed) -> CallState:
+    flow, node = _node(run, state)
+    if not isinstance(node, TransferNode):
+        return state
+    if node.no_answer:
+        run.emit(Note("transfer", f"{node.target}: {event.reason} -> {node.no_answer}"))
+        return _next(run, state, node.no_answer)
+    run.emit(Note("transfer", f"{node.target}: {event.reason}"))
+    return _hangup(run, state, "transfer_failed", (flow.transfer_failed,))
+
+
 def _on_call_ended(run: _Run, state: CallState, event: CallEnded) -> CallState:
     for name in state.timers:
         run.emit(CancelTimer(name))
@@ -471,5 +486,6 @@ _HANDLERS: dict[type, Callable[..., CallState]] = {
     SpeechHeard: _on_speech,
     VoiceActivity: _on_voice,
     LineSilent: _on_line_silent,
+    TransferFailed: _on_transfer_failed,
     CallEnded: _on_call_ended,
 }

@@ -15,7 +15,7 @@ import yaml
 
 from appliance.errors import FlowError
 from appliance.flow.graph import graph
-from appliance.flow.model import DIGITS_PLACEHOLDER, TEXT_PREFIX, Flow, Node, SubflowNode
+from appliance.flow.model import DIGITS_PLACEHOLDER, TEXT_PREFIX, Flow, Node, SubflowNode, TransferNode
 from appliance.flow.schema import parse_node
 from appliance.flow.source import NODE_ID, Fields, SourceFile, suggest
 
@@ -37,6 +37,8 @@ _TOP_OPTIONAL = (
     "invalid_prompt",
     "no_input_prompt",
     "goodbye",
+    "transfer_failed",
+    "transfer_timeout",
 )
 
 
@@ -85,12 +87,13 @@ def _check_file(
         if key not in top:
             f.err(1, None, f"missing top-level key '{key}'", f"add {key}: ... at the top of the file")
     settings: dict[str, Any] = {k: v for k, v in (defaults or {}).items() if k in DEFAULTABLE and v is not None}
-    for key in ("no_input_timeout", "interdigit_timeout"):
+    for key in ("no_input_timeout", "interdigit_timeout", "transfer_timeout"):
         if (value := t.number(key)) is not None:
             settings[key] = float(value)
     if (value := t.number("retries", integer=True)) is not None:
         settings["retries"] = value
-    for key in ("silence_goodbye", "invalid_prompt", "no_input_prompt", "goodbye", "description", "country"):
+    for key in ("silence_goodbye", "invalid_prompt", "no_input_prompt", "goodbye", "transfer_failed", "description",
+                "country"):
         if (value := t.text(key)) is not None:
             settings[key] = value
     if settings.get("country", "RU") not in holidays.list_supported_countries():
@@ -173,7 +176,10 @@ def _check_prompts(f: SourceFile, flow: Flow, top: dict[str, Any], prompts: Prom
             f"add voices/{flow.language}/prompts.yaml or use one of: " + ", ".join(sorted(prompts)),
         )
         return
-    for key in ("silence_goodbye", "invalid_prompt", "no_input_prompt", "goodbye"):
+    keys = ["silence_goodbye", "invalid_prompt", "no_input_prompt", "goodbye"]
+    if any(isinstance(n, TransferNode) and not n.no_answer for n in flow.nodes.values()):
+        keys.append("transfer_failed")  # said only when a transfer fails with nowhere else to go
+    for key in keys:
         prompt = getattr(flow, key)
         if prompt not in catalog:
             line = top[key][0] if key in top else 1

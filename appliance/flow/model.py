@@ -158,9 +158,14 @@ class TransferNode(Node):
     type: ClassVar[str] = "transfer"
     target: str
     prompts: tuple[str, ...] = ()
+    timeout: float | None = None  # seconds the target may ring; None: the flow's transfer_timeout
+    no_answer: str | None = None  # where to go when the target is busy, does not answer or is not configured
 
     def prompt_ids(self) -> tuple[str, ...]:
         return self.prompts
+
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        return (("no answer", self.no_answer),) if self.no_answer else ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,4 +260,6 @@ class Flow:
     invalid_prompt: str = "invalid"
     no_input_prompt: str = "no_input_reprompt"
     goodbye: str = "goodbye"
+    transfer_failed: str = "transfer_failed"  # said before hanging up when a transfer without no_answer fails
+    transfer_timeout: float = 30.0
     line: int = 1

@@ -48,7 +48,7 @@ _KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "branch": (("cases", "default"), ()),
     "queue": (("queue",), ("prompts",)),
-    "transfer": (("target",), ("prompts",)),
+    "transfer": (("target",), ("prompts", "timeout", "no_answer")),
     "request_callback": (("reason", "next"), ("prompts", "number_var", "no_number")),
     "set": (("vars", "next"), ()),
     "goto": (("target",), ()),
@@ -314,7 +314,8 @@ def _build_transfer(f: SourceFile, x: Fields, base: dict[str, Any]) -> Node:
             "transfers go only to named targets defined in the box settings (toll-fraud guard); "
             "use a name such as 'head_doctor'",
         )
-    return TransferNode(**base, target=target, prompts=x.prompts("prompts"))
+    return TransferNode(**base, target=target, prompts=x.prompts("prompts"), timeout=x.number("timeout"),
+                        no_answer=x.target("no_answer"))
 
 
 def _build_callback(f: SourceFile, x: Fields, base: dict[str, Any]) -> Node:

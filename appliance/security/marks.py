@@ -13,6 +13,15 @@ from appliance import metrics
 from appliance.numbers import is_withheld, mask
 from appliance.security.blocklist import abuse_block_due
 
+FEATURE_CODES = {"*9": "abusive", "*0": "threat"}  # pressed by the receptionist during a connected call
+
+
+def feature_code(keys: str, digit: str) -> tuple[str, str | None]:
+    """The receptionist's last two keys with ``digit`` added, and the mark they complete (None: not yet)."""
+    keys = (keys + digit)[-2:]
+    kind = FEATURE_CODES.get(keys)
+    return ("" if kind else keys), kind
+
 _LOGGER = logging.getLogger(__name__)
 
 

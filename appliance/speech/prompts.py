@@ -58,6 +58,9 @@ class EspeakRenderer:
             os.replace(part, out)
 
 
+MOH_DIR = "moh"
+
+
 class PromptLibrary:
     """Maps (language, prompt id) to a WAV file, rendering missing ones into the cache directory."""
 
@@ -94,6 +97,14 @@ class PromptLibrary:
         r = self.renderer
         key = hashlib.sha256(f"{r.name}|{r.voice(language)}|{r.rate}|{r.speed}|{text}".encode()).hexdigest()
         return self.cache_dir / language / f"{key[:24]}.wav"
+
+    def music(self) -> list[Path]:
+        """Music on hold (queue and transfer waits): every WAV under ``<voices>/moh``, in name order."""
+        moh = self.voices_dir / MOH_DIR
+        files = sorted(moh.glob("*.wav"))
+        if not files:
+            raise SpeechError(f"no music on hold in {moh}; put WAV files there (tools/make_moh.sh)")
+        return files
 
     def path(self, language: str, prompt_id: str) -> Path:
         """The file to play for a prompt id or for ``text:...`` (dynamic text); renders if needed."""

@@ -32,3 +32,23 @@ def test_check_is_quiet_about_callbacks_with_a_reception_queue(tmp_path):
     out = _check(tmp_path, settings)
     assert out.returncode == 0, out.stderr
     assert "call back from" not in out.stderr
+    assert "warning" not in out.stderr  # the shipped flows hand over only to queue reception
+
+
+def test_check_names_transfer_targets_and_queues_the_settings_lack(tmp_path):
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "main.yaml").write_text(
+        "language: ru\nstart: paid\nnodes:\n"
+        "  paid: {type: transfer, target: paid_desk, no_answer: q}\n"
+        "  q: {type: queue, queue: lab}\n", encoding="utf-8")
+    settings = demo_settings(tmp_path, rtp_base=47000, flows_dir=flows, main="main")
+    settings["queues"] = {"reception": {"agents": ["sip:101@127.0.0.1"]}}
+    out = _check(tmp_path, settings)
+    assert out.returncode == 0, out.stderr
+    assert f"{flows / 'main.yaml'}:4: node 'paid': transfer target 'paid_desk' is not in the settings " \
+           "(transfers): callers go to 'q'; add transfers.paid_desk: <SIP URI>" in out.stderr
+    assert "node 'q': queue 'lab' is not in the settings (queues)" in out.stderr
+    settings["transfers"] = {"paid_desk": "sip:102@127.0.0.1"}
+    settings["queues"]["lab"] = {"agents": ["sip:103@127.0.0.1"]}
+    assert "warning" not in _check(tmp_path, settings).stderr

@@ -26,6 +26,7 @@ from appliance.events import (
     StopPlayback,
     TimerFired,
     Transfer,
+    TransferFailed,
     VoiceActivity,
 )
 from appliance.flow import (
@@ -415,10 +416,31 @@ def test_queue_announces_then_enqueues(tmp_path):
     assert call.state.outcome == "queued"
 
 
-def test_transfer_goes_to_a_named_target(tmp_path):
+def test_transfer_rings_a_named_target_and_waits_for_the_result(tmp_path):
+    call = Call(make_flow(tmp_path, "entry:\n  type: transfer\n  target: head_doctor\n  timeout: 12\n"))
+    assert call.actions[-1] == Transfer("head_doctor", 12.0)
+    assert not call.state.finished  # the session reports TransferFailed, or bridges and the flow is done
+    assert call.press("5") == []  # keys while it rings do nothing
+
+
+def test_a_failed_transfer_says_sorry_and_hangs_up(tmp_path):
     call = Call(make_flow(tmp_path, "entry:\n  type: transfer\n  target: head_doctor\n"))
-    assert call.actions[-1] == Transfer("head_doctor")
-    assert call.state.finished and call.state.outcome == "transferred"
+    assert call.actions[-1] == Transfer("head_doctor", 30.0)  # the flow's transfer_timeout default
+    actions = call.send(TransferFailed("c1", "busy"))
+    assert Note("transfer", "head_doctor: busy") in actions
+    assert actions[-1] == Hangup("transfer_failed", ("transfer_failed",))
+
+
+def test_a_failed_transfer_goes_to_no_answer(tmp_path):
+    flow = make_flow(tmp_path, """
+        entry: {type: transfer, target: paid_desk, prompts: [transfer_to_reception], no_answer: reception}
+        reception: {type: queue, queue: reception}
+    """)
+    call = Call(flow)
+    assert call.done()[-1] == Transfer("paid_desk", 30.0)
+    actions = call.send(TransferFailed("c1", "no_answer"))
+    assert actions[-1] == Enqueue("reception")
+    assert Note("transfer", "paid_desk: no_answer -> reception") in actions
 
 
 CALLBACK = """

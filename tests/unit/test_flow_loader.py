@@ -22,6 +22,7 @@ PROMPTS = {
         "silence_goodbye",
         "sick_leave",
         "appointment_info",
+        "transfer_failed",
     }
 }
 
@@ -226,6 +227,18 @@ def test_transfer_to_a_raw_number_is_refused(tmp_path):
         "node 'boss': transfer target '+74951234567' is a number or address, not a name; transfers go only "
         "to named targets defined in the box settings (toll-fraud guard)" in found[0]
     )
+
+
+def test_transfer_no_answer_must_exist_and_the_sorry_prompt_is_needed_without_it(tmp_path):
+    text = GOOD.replace('"1": appointment', '"1": boss') + "  boss:\n    type: transfer\n    target: paid_desk\n"
+    text = text.replace("  appointment:\n    type: say\n    prompts: [appointment_info]\n    next: bye\n", "")
+    found = problems(tmp_path, text, {"ru": PROMPTS["ru"] - {"transfer_failed"}})
+    assert found == [
+        f"{tmp_path / 'clinic_ru.yaml'}:1: transfer_failed prompt 'transfer_failed' is not in the 'ru' "
+        "prompt catalog; add it to voices/ru/prompts.yaml or set transfer_failed: to an existing id"
+    ]
+    found = problems(tmp_path, text + "    no_answer: recepton\n", {"ru": PROMPTS["ru"] - {"transfer_failed"}})
+    assert len(found) == 1 and "node 'boss': no_answer goes to 'recepton' which does not exist" in found[0]
 
 
 @pytest.mark.parametrize(
