@@ -106,6 +106,14 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"warning: {flow.path}:{node.line}: node '{node.id}': queue '{node.queue}' is not in the "
                       f"settings (queues): callers hear 'transfer_failed' and are hung up; add queues.{node.queue}",
                       file=sys.stderr)
+    if settings.security.withheld == "ask":
+        from appliance.security.withheld import GATE_PROMPTS
+
+        language = getattr(flows.get(settings.flows.main), "language", settings.clinic.language)
+        missing = [p for p in GATE_PROMPTS if p not in catalog.get(language, {})]
+        if missing:
+            problems.append(f"security.withheld is 'ask' but voices/{language}/prompts.yaml lacks "
+                            f"{', '.join(missing)}; add them or set security.withheld: allow")
     for line in problems:
         print(line, file=sys.stderr)
     if problems:

@@ -15,6 +15,7 @@ from typing import Any
 from appliance import events as ev
 from appliance import metrics
 from appliance.errors import RegistraturaError
+from appliance.flow.model import CALLER_VAR
 from appliance.numbers import is_withheld, mask, normalize
 from appliance.recordings import merge_stereo_parts
 from appliance.security.marks import feature_code, mark_call
@@ -247,8 +248,14 @@ class CallSession:
         if self.verdict is not None:  # refused callers hear a short neutral message and never reach a flow
             await self._do(ev.Hangup("blocked", (self.verdict.prompt,)))
             return
+        withheld = is_withheld(self.caller)
+        if withheld and getattr(self.deps.security, "withheld", "allow") == "ask":
+            from appliance.security.withheld import withheld_gate
+
+            gate = withheld_gate(self.flow, self.deps.region)  # type a number first, then the clinic's flow
+            self.flows, self.flow = {**self.flows, gate.name: gate}, gate
         ctx = self.deps.engine.CallContext(
-            caller=self.caller, withheld=is_withheld(self.caller), called=self.offered.called, variables={}
+            caller=self.caller, withheld=withheld, called=self.offered.called, variables={}
         )
         self.state, actions = self.deps.engine.start(self.flow, ctx, self.deps.now(), self.flows)
         await self._execute(actions)
@@ -333,6 +340,12 @@ class CallSession:
                 old.cancel()
         elif isinstance(action, ev.Note):
             await self._note(action.kind, action.detail)
+        elif isinstance(action, ev.SetVar) and action.name == CALLER_VAR and is_withheld(self.caller):
+            # Durable first: the typed number is in the call record before the flow may queue or call back.
+            self.caller = normalize(action.value, self.deps.region) or action.value
+            await self._db(self.deps.store.store.set_caller, self.record_id, self.caller)
+            await self._note("caller", "number typed in by a withheld caller")
+            _LOGGER.info("call %s: withheld caller typed in %s", self.call_id, mask(self.caller))
         elif isinstance(action, ev.SetVar):
             await self._note("set", action.name)  # values may be a caller's phone number: name only
         elif isinstance(action, ev.Hangup):

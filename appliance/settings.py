@@ -181,7 +181,7 @@ class AbuseSettings:
 
 @dataclass(frozen=True)
 class SecuritySettings:
-    withheld: str = "allow"  # allow | block (what to do with callers who hide their number)
+    withheld: str = "allow"  # allow | ask (type a number first) | block: callers who hide their number
     never_block: tuple[str, ...] = ()  # numbers/prefixes never blocked (ambulance dispatch, staff, partners)
     auto_block: AutoBlockSettings = field(default_factory=AutoBlockSettings)
     abuse: AbuseSettings = field(default_factory=AbuseSettings)
@@ -593,7 +593,7 @@ _SCHEMA: dict[type, dict[str, Any]] = {
                         "min_free_mb": _number(0, 10**6, whole=True), "seal_public_key": Path},
     SilenceSettings: {"no_input_timeout": _number(1, 120), "retries": _number(0, 10, whole=True),
                       "dead_line_timeout": _number(5, 3600), "vad": _choice("auto", "energy")},
-    SecuritySettings: {"withheld": _choice("allow", "block"), "never_block": _patterns,
+    SecuritySettings: {"withheld": _choice("allow", "ask", "block"), "never_block": _patterns,
                        "auto_block": AutoBlockSettings, "abuse": AbuseSettings, "threat_webhook": _url},
     AutoBlockSettings: {"calls": _number(0, 100, whole=True), "minutes": _number(1, 1440),
                         "block_minutes": _number(1, 10080)},

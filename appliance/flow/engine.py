@@ -40,6 +40,7 @@ from appliance.events import (
 )
 from appliance.flow import conditions, keywords
 from appliance.flow.model import (
+    CALLER_VAR,
     DIGITS_PLACEHOLDER,
     TEXT_PREFIX,
     AskNode,
@@ -368,6 +369,8 @@ def _accept(run: _Run, state: CallState, node: AskNode) -> CallState:
     # The timeline gets the length only: the digits are personal data (phone, date of birth).
     run.emit(SetVar(node.var, state.digits), Note("collected", f"{node.var}: {len(state.digits)} digits"))
     state = replace(state, vars=MappingProxyType({**state.vars, node.var: state.digits}))
+    if node.var == CALLER_VAR and state.context.withheld:  # callbacks and the queue may use it from now on
+        state = replace(state, context=replace(state.context, caller=state.digits, withheld=False))
     return _next(run, state, node.next)
 
 

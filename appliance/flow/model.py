@@ -10,6 +10,7 @@ from appliance.flow.conditions import When
 
 DIGITS_PLACEHOLDER = "$digits"  # in an ask's `confirm:` list: read back what the caller typed
 TEXT_PREFIX = "text:"  # a prompt given as literal text instead of a catalog id
+CALLER_VAR = "caller_number"  # an ask storing into this variable gives a withheld caller a number to call back
 
 
 @dataclass(frozen=True, kw_only=True)

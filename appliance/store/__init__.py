@@ -252,6 +252,12 @@ class Store(BlocksMixin, QueueMixin, RecordingsMixin):
         except pw.IntegrityError as exc:
             raise StoreError(f"cannot add event {kind!r}: no call with id {call_id}") from exc
 
+    def set_caller(self, call_id: int, caller: str) -> None:
+        """The number a withheld caller typed in (``caller_raw`` keeps what the line sent)."""
+        Call = self.Call
+        if not Call.update(caller=caller).where(Call.id == call_id).execute():
+            _LOGGER.warning("set_caller: no call with id %s", call_id)
+
     def set_recording(self, call_id: int, path: str | os.PathLike[str] | None) -> None:
         Call = self.Call
         value = None if path is None else str(path)

@@ -41,8 +41,9 @@ class Softphone:
             self.offers.put_nowait(event)
         self.events.setdefault(call_id, asyncio.Queue()).put_nowait(event)
 
-    async def call(self, uri: str) -> str:
-        call_id = await self.tel.originate(uri)
+    async def call(self, uri: str, caller_id: str = "") -> str:
+        """``caller_id`` is sent as P-Asserted-Identity (``anonymous``: a caller who hides the number)."""
+        call_id = await self.tel.originate(uri, caller_id=caller_id)
         self.events.setdefault(call_id, asyncio.Queue())
         return call_id
 

@@ -108,3 +108,68 @@ def test_receptionist_feature_codes_mark_threats_and_block_abusive_callers(make_
     listed = subprocess.run([sys.executable, "-m", "appliance", "--config", str(box.config), "block", "list"],
                             capture_output=True, text=True, cwd=REPO).stdout
     assert "+79161234567" in listed and "abuse" in listed
+
+
+CALLBACK_FLOW = """\
+language: ru
+start: greeting
+no_input_timeout: 2
+retries: 1
+nodes:
+  greeting: {type: say, prompts: [greeting], next: callback}
+  callback: {type: request_callback, reason: asked, prompts: [callback_recorded], next: bye}
+  bye: {type: hangup, goodbye: [goodbye]}
+"""
+
+
+def _withheld_box(make_box, tmp_path):
+    flows = tmp_path / "flows"
+    flows.mkdir(exist_ok=True)
+    (flows / "cb.yaml").write_text(CALLBACK_FLOW, encoding="utf-8")
+    return make_box(flows_dir=flows, main="cb", security={"withheld": "ask"},
+                    queues={"reception": {"agents": [], "max_wait": 0}})
+
+
+def test_withheld_caller_types_a_number_that_the_callback_uses(make_box, phone, loop_thread, tmp_path):
+    from appliance.store import Store
+    from tests.sip.test_flows_sip import _played, _until
+
+    box = _withheld_box(make_box, tmp_path)
+
+    async def scenario() -> None:
+        call = await phone.call(box.sip_uri, caller_id="anonymous")
+        await phone.answered(call)
+        await _until(box, _played("withheld_ask"), timeout=20, what="the request for a number")
+        await phone.press(call, "89161112233#")
+        await _until(box, _played("confirm_number"), timeout=20, what="the read-back")
+        await phone.press(call, "1")
+        await phone.ended(call, timeout=40)  # then the clinic's flow: greeting, callback stored, goodbye
+
+    loop_thread.run(scenario(), timeout=90)
+    [call] = wait_for_call_end(box.db_path)
+    assert call["outcome"] == "completed"
+    assert (call["caller"], call["caller_raw"]) == ("+79161112233", "anonymous")
+    kinds = [e["kind"] for e in call["events"]]
+    assert kinds.index("caller") < kinds.index("callback")  # stored before the flow used it
+    store = Store(box.db_path, migrate=False)
+    try:
+        [cb] = store.callbacks()
+    finally:
+        store.close()
+    assert (cb.number, cb.reason) == ("+79161112233", "asked")
+
+
+def test_withheld_caller_who_types_nothing_is_refused_politely(make_box, phone, loop_thread, tmp_path):
+    box = _withheld_box(make_box, tmp_path)
+
+    async def scenario() -> None:
+        call = await phone.call(box.sip_uri, caller_id="anonymous")
+        await phone.answered(call)
+        await phone.ended(call, timeout=60)
+
+    loop_thread.run(scenario(), timeout=90)
+    [call] = wait_for_call_end(box.db_path)
+    assert call["outcome"] == "withheld"
+    plays = [e["detail"] for e in call["events"] if e["kind"] == "play"]
+    assert plays[-1] == "withheld_goodbye" and not any("greeting" in p for p in plays)  # never reached the flow
+    assert box.scrape()['registratura_calls_total{outcome="withheld"}'] == 1.0

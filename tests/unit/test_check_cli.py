@@ -52,3 +52,19 @@ def test_check_names_transfer_targets_and_queues_the_settings_lack(tmp_path):
     settings["transfers"] = {"paid_desk": "sip:102@127.0.0.1"}
     settings["queues"]["lab"] = {"agents": ["sip:103@127.0.0.1"]}
     assert "warning" not in _check(tmp_path, settings).stderr
+
+
+def test_check_refuses_withheld_ask_without_its_prompts(tmp_path):
+    import shutil
+
+    voices = tmp_path / "voices"
+    shutil.copytree(REPO / "voices", voices, ignore=shutil.ignore_patterns("moh"))
+    settings = demo_settings(tmp_path, rtp_base=47000, security={"withheld": "ask"})
+    settings["voices"]["dir"] = str(voices)
+    assert _check(tmp_path, settings).returncode == 0
+    ru = voices / "ru" / "prompts.yaml"
+    ru.write_text("".join(line for line in ru.read_text(encoding="utf-8").splitlines(keepends=True)
+                          if not line.startswith("withheld_ask:")), encoding="utf-8")
+    out = _check(tmp_path, settings)
+    assert out.returncode == 1
+    assert "security.withheld is 'ask' but voices/ru/prompts.yaml lacks withheld_ask" in out.stderr

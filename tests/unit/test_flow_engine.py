@@ -697,3 +697,34 @@ def test_keyword_best_match_prefers_the_longer_phrase():
     options = [("1", ["на дом"]), ("2", ["вызов врача на дом"])]
     assert keywords.best_match("Хочу вызвать врача на дом", options) == ("2", "вызов врача на дом")
     assert keywords.best_match("ничего", options) is None
+
+
+def test_withheld_gate_collects_a_number_then_runs_the_clinic_flow(tmp_path):
+    from appliance.security.withheld import withheld_gate
+
+    main = make_flow(tmp_path, """
+        entry: {type: request_callback, reason: asked, next: bye}
+        bye: {type: hangup}
+    """)
+    gate = withheld_gate(main, "RU")
+    call = Call(gate, ctx=WITHHELD, flows={main.name: main})
+    assert call.of(Play)[-1].prompts == ("withheld_ask",)
+    call.press("12345#")  # too short: the invalid prompt and the question again
+    assert call.of(Play)[-1].prompts == ("number_invalid", "withheld_ask")
+    call.press("89161112233")  # 11 digits end the input without #
+    assert call.of(Play)[-1].prompts == ("you_entered", "text:8 9 1 6 1 1 1 2 2 3 3", "confirm_number")
+    actions = call.press("1")
+    assert SetVar("caller_number", "89161112233") in actions
+    assert RequestCallback("asked", "") in actions  # the typed number now counts as the caller's own
+    assert call.state.context.caller == "89161112233" and not call.state.context.withheld
+
+
+def test_withheld_gate_refuses_a_caller_who_types_nothing(tmp_path):
+    from appliance.security.withheld import withheld_gate
+
+    main = make_flow(tmp_path, "entry: {type: hangup}\n")
+    call = Call(withheld_gate(main), ctx=WITHHELD, flows={main.name: main})
+    for _ in range(3):  # the first try and two reprompts (the flow's retries)
+        call.done()
+        actions = call.fire(NO_INPUT)
+    assert actions[-1] == Hangup("withheld", ("withheld_goodbye",))
