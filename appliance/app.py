@@ -244,6 +244,7 @@ class App:
             "stopping": self.stopping.is_set(),
             "active_calls": len(self.sessions),
             "sip_capacity": getattr(info, "capacity", 0),
+            "sip_registration": dict(getattr(self.telephony, "registration", {"state": "none"})),
             "flows": sorted(self.flowset.flows) if self.flowset else [],
             "firstboot": read_firstboot_status(),
         }

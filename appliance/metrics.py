@@ -42,6 +42,16 @@ SIP_CALL_CAPACITY = Gauge(
     "Concurrent calls the installed pjsua2 build really allows (4 on the PyPI wheel)",
     registry=REGISTRY,
 )
+SIP_REGISTERED = Gauge(
+    "registratura_sip_registered",
+    "1 while the box is registered with the trunk's registrar (sip.registration), else 0",
+    registry=REGISTRY,
+)
+SIP_REGISTRATION_STATUS = Gauge(
+    "registratura_sip_registration_status",
+    "SIP status code of the last registration attempt (200 ok, 401/403 bad credentials, 408 no answer)",
+    registry=REGISTRY,
+)
 MEDIA_PORTS = Gauge(
     "registratura_sip_media_ports",
     "Conference bridge ports in use (a call, its prompt player and recorder each take one) and the most there are",

@@ -373,6 +373,9 @@ class _Account(pj.Account):
     def onIncomingSubscribe(self, prm: Any) -> None:  # noqa: N802  (pj thread)
         prm.code = 403  # pjsua would accept anyone's presence subscription; the box has no presence
 
+    def onRegState(self, prm: Any) -> None:  # noqa: N802  (pj thread)
+        self.adapter._on_reg_state(self, prm)
+
 
 class _Endpoint(pj.Endpoint):
     def __init__(self, adapter: PjsuaTelephony) -> None:
@@ -483,6 +486,7 @@ class PjsuaTelephony:
         self._graveyard: list[tuple[float, Any]] = []  # media objects waiting to be dropped (pj thread only)
         self._ep: Any = None
         self._acc: Any = None
+        self.registration: dict[str, Any] = {"state": "none"}  # trunk registration, read by /healthz
         self._quarantine: tuple[Any, Any] | None = None  # (refuse, shed) accounts for strangers
         self._account_ids = (-1, -1, -1)  # (ours, refuse, shed) as pjsua numbers them
         self._allow_cache: dict[str, bool] = {}  # pj thread only
@@ -655,6 +659,28 @@ class PjsuaTelephony:
         return StackInfo(
             library=f"pjsua2 {ep.libVersion().full}", build=build, capacity=capacity, requested=cfg.max_calls
         )
+
+    def _on_reg_state(self, acc: Any, prm: Any) -> None:
+        """The trunk registration's result: metric, /healthz and one log line per change (never the password)."""
+        reg = self.config.registration
+        if reg is None or acc is not self._acc:
+            return
+        code = int(prm.code)
+        ok = 200 <= code < 300 and int(prm.expiration) > 0
+        state = "registered" if ok else ("unregistered" if 200 <= code < 300 else "failed")
+        metrics.SIP_REGISTERED.set(1 if ok else 0)
+        metrics.SIP_REGISTRATION_STATUS.set(code)
+        changed = self.registration.get("state") != state or self.registration.get("code") != code
+        self.registration = {"state": state, "code": code, "registrar": reg.registrar, "user": reg.user}
+        if not changed:
+            return
+        if ok:
+            _LOGGER.info("registered with %s as %s (expires in %d s)", reg.registrar, reg.user, prm.expiration)
+        elif state == "failed":
+            hint = "check sip.registration user, password and realm" if code in (401, 403, 407) else \
+                "check sip.registration.registrar and the network"
+            _LOGGER.warning("registration with %s as %s failed: %d %s; %s", reg.registrar, reg.user, code,
+                            prm.reason, hint)
 
     def _create_quarantine(self, host: str, port: int) -> tuple[Any, Any]:
         """Two accounts that only ever refuse strangers, steered there by ``_select_account``.

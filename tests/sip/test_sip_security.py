@@ -332,3 +332,40 @@ def test_malformed_sip_is_refused_or_dropped_and_the_box_keeps_serving(box, tmp_
     call = wait_for_call_end(box.db_path, count=before + 1)[0]
     assert call["caller"] == "+79161112233" and call["outcome"] == "caller_hangup"
     assert "Assertion" not in box.log() and box.proc.poll() is None
+
+
+@needs_sipp
+@pytest.mark.parametrize(("password", "code"), [("s3cret-Pa55", 200), ("wrong", 403)])
+def test_trunk_registration_answers_a_digest_challenge(make_box, tmp_path, password, code):
+    """A registrar (sipp) challenges the box with 401 + digest and checks the answer: right credentials give
+    200 and registratura_sip_registered 1; a wrong password gives 403, 0 and a log line naming the fix."""
+    import json
+    import urllib.request
+
+    from appliance.boxproc import free_port
+
+    port = free_port()
+    registrar = subprocess.Popen(
+        ["sipp", "-sf", str(SCENARIOS / "uas_registrar.xml"), "-i", "127.0.0.1", "-p", str(port), "-m", "1",
+         "-nostdin", "-timeout", "30s", "-trace_err"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        box = make_box(sip={"registration": {"registrar": f"sip:127.0.0.1:{port}", "user": "box",
+                                             "password": password}})
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and box.scrape().get("registratura_sip_registration_status") != code:
+            time.sleep(0.2)
+        metrics = box.scrape()
+        assert metrics["registratura_sip_registration_status"] == code, box.log()[-2000:]
+        assert metrics["registratura_sip_registered"] == (1.0 if code == 200 else 0.0)
+        assert registrar.wait(15) == 0, list(tmp_path.glob("*errors.log"))  # saw Authorization, answered
+        with urllib.request.urlopen(box.metrics_url.replace("/metrics", "/healthz"), timeout=5) as resp:
+            health = json.loads(resp.read())
+        assert health["sip_registration"]["state"] == ("registered" if code == 200 else "failed")
+        assert password not in box.log()
+        if code == 403:
+            assert "failed: 403 Forbidden; check sip.registration user, password and realm" in box.log()
+    finally:
+        if registrar.poll() is None:
+            registrar.kill()
+        registrar.wait(5)

@@ -57,7 +57,7 @@ TARGET_LABELS = frozenset({"job", "instance"})
 
 EXPECTED_ALERTS = {
     "ServiceLevelBelow80", "AbandonedAbove5Percent", "RegistraturaDown", "DiskFilling", "ThreatCall",
-    "CallbacksFailing", "SipCapacityLow", "MediaPortsLow", "RecordingStopped",
+    "CallbacksFailing", "SipCapacityLow", "MediaPortsLow", "RecordingStopped", "TrunkUnregistered",
 }
 
 _SUFFIXES = {
