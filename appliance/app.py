@@ -376,6 +376,7 @@ class App:
             queues=self.queues,
             recording_guard=self.recordings,
             recording_stereo=self.settings.recording.format == "stereo",
+            record_bridged_only=s.recording.mode == "queue",
             transfers=s.transfers,
             adopt_leg=self._adopt_leg,
         )

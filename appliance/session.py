@@ -42,6 +42,7 @@ class SessionDeps:
     queues: Any = None  # acd.service.QueueService; None = no queues configured
     recording_guard: Any = None  # recordings.RecordingGuard: disk space and sealing; None = no checks
     recording_stereo: bool = False  # caller on the left, the box and the receptionist on the right
+    record_bridged_only: bool = False  # recording.mode queue: only the part with a receptionist / transfer target
     transfers: Mapping[str, str] = field(default_factory=dict)  # flow target name -> SIP URI (settings)
     adopt_leg: Callable[[str, Any], None] = lambda leg_id, session: None  # route a leg's events to a session
 
@@ -229,22 +230,8 @@ class CallSession:
     async def _answered(self) -> None:
         self.answered_at = time.time()
         await self._db(self.deps.store.store.call_answered, self.record_id, self.answered_at)
-        guard = self.deps.recording_guard
-        if self.deps.recordings_dir is not None and guard is not None and not guard.may_record():
-            await self._note("recording", "off: disk full")  # the call goes on unrecorded
-        elif self.deps.recordings_dir is not None:
-            path = self._recording_path()
-            self.recording_path = path
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                # Durable first: the path is in the record before the first byte is written.
-                await self._db(self.deps.store.store.set_recording, self.record_id, str(path))
-                await self.deps.telephony.start_recording(self.call_id, path, stereo=self.deps.recording_stereo)
-                if guard is not None:  # stopped cleanly if the disk fills; sealed after the call
-                    guard.started(self.call_id, self.record_id, path, self.deps.telephony)
-            except (OSError, RegistraturaError) as exc:
-                _LOGGER.warning("call %s: recording not started: %s", self.call_id, exc)
-                await self._note("recording", f"not started: {exc}")
+        if not self.deps.record_bridged_only:
+            await self.start_recording()
         if self.verdict is not None:  # refused callers hear a short neutral message and never reach a flow
             await self._do(ev.Hangup("blocked", (self.verdict.prompt,)))
             return
@@ -259,6 +246,28 @@ class CallSession:
         )
         self.state, actions = self.deps.engine.start(self.flow, ctx, self.deps.now(), self.flows)
         await self._execute(actions)
+
+    async def start_recording(self) -> None:
+        """From the answer (recording.mode all), or just before a receptionist or transfer target is bridged
+        in (mode queue: the conversation with staff only). Once per call; a full disk leaves the call unrecorded."""
+        guard = self.deps.recording_guard
+        if self.deps.recordings_dir is None or self.recording_path is not None:
+            return
+        if guard is not None and not guard.may_record():
+            await self._note("recording", "off: disk full")  # the call goes on unrecorded
+            return
+        path = self._recording_path()
+        self.recording_path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Durable first: the path is in the record before the first byte is written.
+            await self._db(self.deps.store.store.set_recording, self.record_id, str(path))
+            await self.deps.telephony.start_recording(self.call_id, path, stereo=self.deps.recording_stereo)
+            if guard is not None:  # stopped cleanly if the disk fills; sealed after the call
+                guard.started(self.call_id, self.record_id, path, self.deps.telephony)
+        except (OSError, RegistraturaError) as exc:
+            _LOGGER.warning("call %s: recording not started: %s", self.call_id, exc)
+            await self._note("recording", f"not started: {exc}")
 
     def _recording_path(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.answered_at or time.time()))
@@ -420,6 +429,7 @@ class CallSession:
             await self._do(ev.CancelTimer("__transfer"))
             self.music_id = 0
             self.outcome = "transferred"
+            await self.start_recording()  # before the bridge: it wires the target's voice into the recorder
             await self.deps.telephony.bridge(self.call_id, leg.leg_id)
             await self._transfer_result(leg.target, "connected")
         elif isinstance(event, ev.DtmfReceived) and leg.answered:

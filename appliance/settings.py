@@ -588,7 +588,7 @@ _SCHEMA: dict[type, dict[str, Any]] = {
     MetricsSettings: {"listen": _host_port("127.0.0.1:9310"), "allow_from": _networks,
                       "basic_auth": BasicAuth},
     BasicAuth: {"user": _text, "password": _text},
-    RecordingSettings: {"mode": _choice("all", "none"), "format": _choice("mixed", "stereo"),
+    RecordingSettings: {"mode": _choice("all", "queue", "none"), "format": _choice("mixed", "stereo"),
                         "retention_days": _number(0, 3650, whole=True), "max_disk_mb": _number(0, 10**8, whole=True),
                         "min_free_mb": _number(0, 10**6, whole=True), "seal_public_key": Path},
     SilenceSettings: {"no_input_timeout": _number(1, 120), "retries": _number(0, 10, whole=True),

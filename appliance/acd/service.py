@@ -297,6 +297,7 @@ class QueueService:
                 return
             caller.bridged_leg = leg_id
             caller.moh_id = caller.speaking_id = 0
+            await caller.session.start_recording()  # recording.mode queue starts here (before the bridge wires it)
             await tel.bridge(action.call_id, leg_id)
             await caller.session.note("queue", f"connected to {action.agent}")
             _LOGGER.info("queue %s: call %s connected to %s", queue, action.call_id, action.agent)

@@ -343,3 +343,35 @@ def test_ring_all_rings_every_free_receptionist_and_the_first_answer_wins(make_b
     events = _queue_log(box)
     assert ("CONNECT", phone.uri("102")) in [(e, a) for e, a in events]
     assert not any(e == "CONNECT" and a == phone.uri("101") for e, a in events)
+
+
+def test_recording_mode_queue_keeps_only_the_conversation_with_the_receptionist(make_box, phone, loop_thread,
+                                                                                  tmp_path):
+    from tests.sip.test_call_path import _prompt_file
+
+    box = make_box(flows_dir=_flows(tmp_path), main="queue_only", recording={"mode": "queue"},
+                   queues={"reception": {"agents": [phone.uri("101")], "max_wait": 0, "wrapup": 0}})
+    tone = write_tone(tmp_path / "tone.wav", hz=440.0, seconds=2.0)
+
+    async def scenario() -> None:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        desk = await phone.ringing(timeout=20)  # the greeting has played by now; music is on
+        await asyncio.sleep(2.0)
+        await phone.answer(desk.call_id)
+        await phone.answered(desk.call_id)
+        await asyncio.sleep(0.5)
+        await phone.say(call, tone)
+        await asyncio.sleep(2.5)
+        await phone.hangup(call)
+        await phone.ended(call)
+        await phone.ended(desk.call_id, timeout=10)
+
+    loop_thread.run(scenario(), timeout=60)
+    [call] = wait_for_call_end(box.db_path)
+    assert call["outcome"] == "answered" and call["recording"]
+    rate, audio = read_wav(Path(call["recording"]))
+    assert 2.0 < len(audio) / rate < 5.0  # from the answer of the receptionist to the hang-up, not the whole call
+    _, greeting = read_wav(_prompt_file(box, "transfer_to_reception"))
+    assert best_match(audio, greeting[rate // 2: rate * 2])[0] < 0.5  # the greeting is not in it
+    assert best_match(audio, read_wav(tone)[1][: rate])[0] > 0.8  # the caller's words to the receptionist are
