@@ -122,6 +122,8 @@ class App:
         self.telephony = telephony
         self.sessions: dict[str, CallSession] = {}
         self.legs: dict[str, CallSession] = {}  # transfer legs -> the caller's session
+        # Recognition off the loop and off the default pool (prompt renders): at most two utterances at once.
+        self._asr_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="asr")
         self.stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.writer: StoreWriter | None = None
@@ -206,8 +208,12 @@ class App:
                 dead_line_timeout=self.settings.silence.dead_line_timeout,
                 new_vad=self.speech.new_vad if self.speech is not None else None,
                 release_vad=self.speech.release_vad if self.speech is not None else None,
+                utterances=self._asr() is not None,
             )
         )
+
+    def _asr(self) -> Any:
+        return getattr(self.speech, "asr", None)
 
     def _load_speech(self, data: Path) -> Any:
         """Silero VAD when installed (else the energy detector), ASR, TTS; one log line each saying why."""
@@ -377,6 +383,8 @@ class App:
             recording_guard=self.recordings,
             recording_stereo=self.settings.recording.format == "stereo",
             record_bridged_only=s.recording.mode == "queue",
+            asr=self._asr(),
+            asr_pool=self._asr_pool,
             transfers=s.transfers,
             adopt_leg=self._adopt_leg,
         )
@@ -406,6 +414,7 @@ class App:
             await asyncio.wait(pending, timeout=5)
         if self.recordings is not None:
             await self.recordings.stop()  # seals still running finish first
+        self._asr_pool.shutdown(wait=False, cancel_futures=True)
         if self.writer is not None:
             self.writer.close()
         if self._http is not None:

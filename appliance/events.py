@@ -70,6 +70,16 @@ class VoiceActivity:
 
 
 @dataclass(frozen=True, slots=True)
+class Utterance:
+    """A stretch of the caller's speech cut by the model VAD (with a little audio before it started), for the
+    recogniser. Only for calls whose VAD sees every frame (Silero); 16-bit mono PCM."""
+
+    call_id: str
+    pcm: bytes
+    sample_rate: int
+
+
+@dataclass(frozen=True, slots=True)
 class LineSilent:
     """No audio energy at all from the line for ``seconds`` (dead FXO line)."""
 
@@ -112,6 +122,7 @@ Event = (
     | TimerFired
     | SpeechHeard
     | VoiceActivity
+    | Utterance
     | LineSilent
     | TransferFailed
     | CallEnded

@@ -34,6 +34,12 @@ TRANSFERS = Counter(
     ["target", "result"],
     registry=REGISTRY,
 )
+SPEECH_DECODE = Histogram(
+    "registratura_speech_decode_seconds",
+    "Time from the end of a caller's utterance (VAD) to its transcript",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
 DTMF_DIGITS = Counter(
     "registratura_dtmf_digits", "DTMF digits received, by method", ["method"], registry=REGISTRY
 )

@@ -15,7 +15,7 @@ from typing import Any
 from appliance import events as ev
 from appliance import metrics
 from appliance.errors import RegistraturaError
-from appliance.flow.model import CALLER_VAR
+from appliance.flow.model import CALLER_VAR, AskNode, MenuNode
 from appliance.numbers import is_withheld, mask, normalize
 from appliance.recordings import merge_stereo_parts
 from appliance.security.marks import feature_code, mark_call
@@ -43,6 +43,8 @@ class SessionDeps:
     recording_guard: Any = None  # recordings.RecordingGuard: disk space and sealing; None = no checks
     recording_stereo: bool = False  # caller on the left, the box and the receptionist on the right
     record_bridged_only: bool = False  # recording.mode queue: only the part with a receptionist / transfer target
+    asr: Any = None  # speech.base.Asr or None: spoken menu choices and spoken digits disabled
+    asr_pool: Any = None  # executor the recogniser runs on (None: the loop's default)
     transfers: Mapping[str, str] = field(default_factory=dict)  # flow target name -> SIP URI (settings)
     adopt_leg: Callable[[str, Any], None] = lambda leg_id, session: None  # route a leg's events to a session
 
@@ -210,6 +212,8 @@ class CallSession:
             await self._ended(event)
         elif isinstance(event, ev.LineSilent):
             await self._line_silent(event)
+        elif isinstance(event, ev.Utterance):
+            await self._utterance(event)
         elif self.state is not None:
             await self._step(event)
 
@@ -226,6 +230,28 @@ class CallSession:
         await self._note("line_silent", f"{event.seconds:.0f} s without audio")
         self.outcome = self.outcome or "silent"
         await self._safe_hangup()
+
+    async def _utterance(self, event: ev.Utterance) -> None:
+        """Decode what the caller said while the flow can use it (a menu or an ask), then feed the engine."""
+        if self.deps.asr is None or self.state is None or getattr(self.state, "finished", True) or self.queued:
+            return
+        node = self.flows.get(self.state.flow, self.flow).nodes.get(self.state.node)
+        if not isinstance(node, MenuNode | AskNode):
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            heard = await loop.run_in_executor(self.deps.asr_pool, self.deps.asr.transcribe, event.pcm,
+                                               event.sample_rate)
+        except Exception as exc:  # noqa: BLE001 - a failed decode loses one answer, never the call
+            _LOGGER.warning("call %s: speech not recognised: %s", self.call_id, exc)
+            return
+        metrics.SPEECH_DECODE.observe(heard.decode_seconds)
+        # An ask hears phone numbers and dates of birth: its timeline keeps the length, not the words.
+        what = f"{len(heard.text.split())} words" if isinstance(node, AskNode) else f"'{heard.text}'"
+        await self._note("speech", f"{node.id}: heard {what} ({heard.confidence:.2f}, {heard.audio_seconds:.1f} s "
+                                   f"of audio, {heard.decode_seconds * 1000:.0f} ms)")
+        if not heard.empty and not self.ended:
+            await self._step(ev.SpeechHeard(self.call_id, heard.text, heard.confidence))
 
     async def _answered(self) -> None:
         self.answered_at = time.time()
@@ -368,7 +394,7 @@ class CallSession:
             else:
                 await self._safe_hangup()
         elif isinstance(action, ev.Listen):
-            if not self._said_no_asr:
+            if self.deps.asr is None and not self._said_no_asr:
                 self._said_no_asr = True
                 await self._note("listen", "no ASR installed: spoken choices disabled, keys only")
         elif isinstance(action, ev.Enqueue) and self.deps.queues is not None and self.deps.queues.has(action.queue):

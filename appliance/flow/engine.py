@@ -58,6 +58,7 @@ from appliance.flow.model import (
     TransferNode,
 )
 from appliance.flow.state import INTERDIGIT, NO_INPUT, CallContext, CallState
+from appliance.speech import numbers_ru
 
 __all__ = ["INTERDIGIT", "NO_INPUT", "CallContext", "CallState", "start", "step"]
 
@@ -445,10 +446,19 @@ def _on_timer(run: _Run, state: CallState, event: TimerFired) -> CallState:
 
 
 def _on_speech(run: _Run, state: CallState, event: SpeechHeard) -> CallState:
+    """A transcript of what the caller said (the session runs the recogniser on each VAD-cut utterance).
+
+    A menu takes a spoken key ("два", "цифру три", "первый") or an option's keywords; an ask takes the digits
+    said as numbers ("восемь девятьсот шестнадцать...") and, at its read-back, "да" / "нет"."""
     flow, node = _node(run, state)
-    if not isinstance(node, MenuNode) or not node.keywords():
+    if isinstance(node, AskNode):
+        return _ask_speech(run, state, flow, node, event.text)
+    if not isinstance(node, MenuNode):
         return state
-    found = keywords.best_match(event.text, ((o.key, o.keywords) for o in node.options))
+    key = numbers_ru.menu_key(event.text)
+    found = (key, f"key {key}") if key is not None and node.option(key) is not None else None
+    if found is None and node.keywords():
+        found = keywords.best_match(event.text, ((o.key, o.keywords) for o in node.options))
     if state.playing and (found is None or not node.interruptible):
         return state  # unclear speech over the prompt is most likely noise or talking to someone else
     state = _cancel_timer(run, _stop(run, state), NO_INPUT)
@@ -456,6 +466,21 @@ def _on_speech(run: _Run, state: CallState, event: SpeechHeard) -> CallState:
         return _retry(run, state, flow, node, "invalid")
     key, phrase = found
     return _menu_choice(run, state, flow, node, key, via=f" (speech: {phrase})")
+
+
+def _ask_speech(run: _Run, state: CallState, flow: Flow, node: AskNode, text: str) -> CallState:
+    if state.phase == "confirm":
+        answer = keywords.yes_no(text)
+        if answer is None:
+            return state if state.playing else _retry(run, state, flow, node, "invalid")
+        state = _cancel_timer(run, _stop(run, state), NO_INPUT)
+        return _ask_digit(run, state, flow, node, "1" if answer else "2")
+    digits = numbers_ru.parse_digits(text)
+    if not digits:
+        return state if state.playing else _retry(run, _cancel_timer(run, state, NO_INPUT), flow, node, "invalid")
+    run.emit(Note("speech", f"{node.id}: {len(digits)} digits spoken"))  # the digits are personal data
+    state = _cancel_timer(run, _cancel_timer(run, _stop(run, state), NO_INPUT), INTERDIGIT)
+    return _finish_ask(run, replace(state, digits=digits), flow, node)
 
 
 def _on_line_silent(run: _Run, state: CallState, event: LineSilent) -> CallState:

@@ -50,3 +50,14 @@ def best_match(text: str, options: Iterable[tuple[str, Iterable[str]]]) -> tuple
             if score and (best is None or score > best[0]):
                 best = (score, key, phrase)
     return (best[1], best[2]) if best else None
+
+
+_YES = {"да", "верно", "правильно", "конечно", "ага", "угу", "точно", "yes", "yeah", "correct", "right"}
+_NO = {"нет", "неверно", "неправильно", "не", "no", "wrong"}
+
+
+def yes_no(text: str) -> bool | None:
+    """True for "да" / "верно", False for "нет" / "неверно" ("не так" counts as no), None when unclear."""
+    heard = set(words(text))
+    yes, no = bool(heard & _YES), bool(heard & _NO)
+    return yes if yes != no else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from array import array
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import mul
@@ -138,10 +139,21 @@ class LineWatch:
     signs of life (a DTMF digit) restart the dead-line count through ``activity()``. None disables it.
     """
 
-    def __init__(self, call_id: str, vad: Vad, dead_line_timeout: float | None = None) -> None:
+    def __init__(self, call_id: str, vad: Vad, dead_line_timeout: float | None = None, *,
+                 utterances: bool = False, sample_rate: int = 8000, preroll: float = 0.5,
+                 max_utterance: float = 10.0) -> None:
         self.call_id = call_id
         self.vad = vad
         self.dead_line_timeout = dead_line_timeout
+        # Utterances for the recogniser: the VAD decides "speaking" a little after the first syllable, so the
+        # last ``preroll`` seconds before it are kept; a caller who never stops is cut at ``max_utterance``.
+        self.utterances = utterances
+        self.sample_rate = sample_rate
+        self._preroll: deque[bytes] = deque()
+        self._preroll_bytes = int(preroll * sample_rate) * 2
+        self._max_bytes = int(max_utterance * sample_rate) * 2
+        self._speech: list[bytes] | None = None
+        self._speech_bytes = 0
         self._floor = 0.0  # no-energy seconds already forgiven by activity()
         self._last_quiet = 0.0
         self._dead_sent = False
@@ -155,7 +167,30 @@ class LineWatch:
         self._floor = self._last_quiet
 
     def feed(self, samples: Samples, seconds: float) -> list[ev.Event]:
-        return self._after(self.vad.feed(samples, seconds))
+        result = self.vad.feed(samples, seconds)
+        out = self._after(result)
+        if self.utterances and isinstance(samples, bytes | bytearray):
+            cut = self._collect(bytes(samples), result)
+            if cut is not None:
+                out.append(cut)
+        return out
+
+    def _collect(self, pcm: bytes, result: VadResult) -> ev.Utterance | None:
+        if self._speech is None and result.changed and result.speaking:
+            self._speech, self._speech_bytes = list(self._preroll), sum(map(len, self._preroll))
+            self._preroll.clear()
+        if self._speech is None:
+            self._preroll.append(pcm)
+            held = sum(map(len, self._preroll))
+            while self._preroll and held - len(self._preroll[0]) >= self._preroll_bytes:
+                held -= len(self._preroll.popleft())
+            return None
+        self._speech.append(pcm)
+        self._speech_bytes += len(pcm)
+        if (result.changed and not result.speaking) or self._speech_bytes >= self._max_bytes:
+            audio, self._speech = b"".join(self._speech), None
+            return ev.Utterance(self.call_id, audio, self.sample_rate)
+        return None
 
     def feed_level(self, rms: float, seconds: float) -> list[ev.Event]:
         """A level measured elsewhere (the conference bridge's); needs an ``EnergyVad``."""

@@ -103,6 +103,7 @@ class StackConfig:
     dead_line_timeout: float | None = None  # watch incoming audio (VAD, dead line); None = no watch (softphone)
     new_vad: Callable[[], Any] | None = None  # a call's detector (speech.engines.SpeechEngines.new_vad); None = energy
     release_vad: Callable[[Any], None] | None = None  # gives a model detector back when the call's audio ends
+    utterances: bool = False  # cut the caller's speech into Utterance events (an ASR is installed)
 
 
 def _mask(line: str) -> str:
@@ -946,7 +947,9 @@ class PjsuaTelephony:
                     if self.config.release_vad is not None:
                         self.config.release_vad(vad)
                     vad = EnergyVad()
-            watch = LineWatch(rec.call_id, vad, self.config.dead_line_timeout)
+            watch = LineWatch(rec.call_id, vad, self.config.dead_line_timeout,
+                              utterances=tap is not None and self.config.utterances,
+                              sample_rate=self.config.clock_rate)
             if tap is None:
                 rec.watch, rec.watched_at = watch, time.monotonic()
             else:

@@ -291,6 +291,14 @@ def test_unclear_speech_is_ignored_during_the_prompt_and_invalid_after_it(tmp_pa
     assert call.of(Play, actions)[0].prompts == ("invalid", "main_menu")
 
 
+def test_a_spoken_key_chooses_the_option(tmp_path):
+    call = Call(make_flow(tmp_path, MENU))
+    call.done()
+    call.done()
+    actions = call.send(SpeechHeard("c1", "нажимаю четыре", 0.9))
+    assert Note("choice", "menu: 4 (speech: key 4) -> info") in actions
+
+
 def test_voice_activity_without_a_prompt_to_stop_changes_nothing(tmp_path):
     call = Call(make_flow(tmp_path, MENU))
     assert call.send(VoiceActivity("c1", False)) == []  # the end of speech
@@ -728,3 +736,29 @@ def test_withheld_gate_refuses_a_caller_who_types_nothing(tmp_path):
         call.done()
         actions = call.fire(NO_INPUT)
     assert actions[-1] == Hangup("withheld", ("withheld_goodbye",))
+
+
+def test_ask_takes_a_phone_number_said_in_words_and_a_spoken_yes(tmp_path):
+    confirm = 'confirm: [you_entered, "$digits", confirm_number]'
+    call = Call(ask_flow(tmp_path, confirm))
+    call.done()
+    actions = call.send(SpeechHeard("c1", "восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят семь",
+                                    0.9))
+    assert Note("speech", "entry: 11 digits spoken") in actions
+    assert call.of(Play, actions)[0].prompts == ("you_entered", "text:8 9 1 6 1 2 3 4 5 6 7", "confirm_number")
+    call.done()
+    actions = call.send(SpeechHeard("c1", "да верно", 0.9))
+    assert SetVar("phone", "89161234567") in actions
+
+
+def test_ask_spoken_no_asks_again_and_unclear_speech_counts_as_invalid(tmp_path):
+    confirm = 'confirm: [you_entered, "$digits", confirm_number]'
+    call = Call(ask_flow(tmp_path, confirm))
+    call.done()
+    call.send(SpeechHeard("c1", "девять один шесть один два три четыре пять шесть семь", 0.9))
+    call.done()
+    actions = call.send(SpeechHeard("c1", "нет", 0.9))
+    assert Note("reenter", "entry") in actions
+    call.done()
+    actions = call.send(SpeechHeard("c1", "я не знаю", 0.5))  # no digits at all
+    assert call.of(Play, actions)[0].prompts[0] == "number_invalid"

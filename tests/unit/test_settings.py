@@ -263,7 +263,7 @@ def test_wrong_yaml_type(tmp_path: Path, text: str, expected: str) -> None:
         ("flows: {main: clinic_ru.yaml}\n",
          "flows.main: 'clinic_ru.yaml' is not a flow name; "
          "use the flow file name without .yaml, e.g. clinic_ru"),
-        ("recording: {mode: some}\n", "recording.mode: 'some' is not allowed; use one of: all, none"),
+        ("recording: {mode: some}\n", "recording.mode: 'some' is not allowed; use one of: all, queue, none"),
         ("log: {level: TRACE}\n",
          "log.level: 'TRACE' is not allowed; use one of: DEBUG, INFO, WARNING, ERROR"),
         ("sip: {registration: {registrar: 'pbx.local', user: u, password: p}}\n",

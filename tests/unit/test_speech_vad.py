@@ -214,6 +214,22 @@ def test_line_watch_events_and_dead_line(vad, speech):
     assert kinds.count("LineSilent") == 1 and kinds[-1] == "LineSilent"
 
 
+def test_line_watch_cuts_the_utterance_with_its_beginning(vad, speech):
+    """With utterances on, the words between the VAD's start and stop come out once, the start included."""
+    vad.reset()
+    watch = LineWatch("c1", vad, utterances=True, sample_rate=RATE)
+    x = line(speech, lead=1.0, tail=1.5)
+    cuts = []
+    for i in range(0, len(x) - FRAME + 1, FRAME):
+        cuts += [e for e in watch.feed(x[i:i + FRAME].tobytes(), FRAME / RATE) if isinstance(e, ev.Utterance)]
+    assert len(cuts) == 1
+    audio = np.frombuffer(cuts[0].pcm, np.int16)
+    spoken = np.flatnonzero(np.abs(x) > 500)
+    assert len(audio) >= spoken[-1] - spoken[0]  # the whole phrase
+    assert np.abs(audio[:400]).max() <= 500  # it starts in the quiet before the first word: nothing clipped
+    assert cuts[0].sample_rate == RATE
+
+
 def test_both_engines_agree(shared_model, speech):
     x = line(speech)
     a, _ = run(SileroVad(MODEL), x)
