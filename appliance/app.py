@@ -220,7 +220,10 @@ class App:
         from appliance.speech.engines import load_engines
 
         try:
-            kinds = ("asr", "tts") if self.settings.silence.vad == "energy" else ("vad", "asr", "tts")
+            listen = self.settings.silence
+            # The recogniser decodes what the model VAD cuts: no model VAD, no recogniser.
+            kinds = ("vad", "asr", "tts") if listen.vad != "energy" and listen.asr != "off" else \
+                ("vad", "tts") if listen.vad != "energy" else ("tts",)
             eng = load_engines(data / "models", self.settings.clinic.language, kinds=kinds,
                                max_vad=max(1, min(self.settings.sip.max_calls, 64)))
         except Exception as exc:  # noqa: BLE001 - speech is optional: the box answers with keys and energy VAD
@@ -228,9 +231,13 @@ class App:
             return None
         if "vad" not in kinds:
             eng.lines.insert(0, "VAD: energy detector (silence.vad: energy)")
+        if "asr" not in kinds:
+            eng.lines.insert(1, "ASR: off (" + ("silence.asr: off" if listen.asr == "off" else
+                                               "silence.vad: energy cuts no utterances") + "); keys only")
+        elif eng.vad_pool is None and eng.asr is not None:
+            eng.lines.append("ASR: unused: it needs the Silero VAD to cut utterances; keys only")
+            eng.asr = None
         eng.log(_LOGGER)
-        if eng.asr is not None:  # streaming caller audio into the recogniser is not wired yet (SpeechHeard)
-            _LOGGER.warning("ASR: %s loaded but not yet fed live call audio; menus take keys only", eng.asr.name)
         return eng
 
     def _start_metrics(self) -> None:

@@ -164,6 +164,7 @@ class SilenceSettings:
     retries: int = 2
     dead_line_timeout: float = 120.0  # long: a caller may listen in silence; gateways that send digital silence exist
     vad: str = "auto"  # auto: Silero when installed (up to 64 calls), else energy; energy: always (cheapest)
+    asr: str = "auto"  # auto: spoken menu choices and digits when a recogniser is installed (needs the model VAD); off
 
 
 @dataclass(frozen=True)
@@ -592,7 +593,8 @@ _SCHEMA: dict[type, dict[str, Any]] = {
                         "retention_days": _number(0, 3650, whole=True), "max_disk_mb": _number(0, 10**8, whole=True),
                         "min_free_mb": _number(0, 10**6, whole=True), "seal_public_key": Path},
     SilenceSettings: {"no_input_timeout": _number(1, 120), "retries": _number(0, 10, whole=True),
-                      "dead_line_timeout": _number(5, 3600), "vad": _choice("auto", "energy")},
+                      "dead_line_timeout": _number(5, 3600), "vad": _choice("auto", "energy"),
+                      "asr": _choice("auto", "off")},
     SecuritySettings: {"withheld": _choice("allow", "ask", "block"), "never_block": _patterns,
                        "auto_block": AutoBlockSettings, "abuse": AbuseSettings, "threat_webhook": _url},
     AutoBlockSettings: {"calls": _number(0, 100, whole=True), "minutes": _number(1, 1440),

@@ -1,0 +1,99 @@
+"""Spoken answers over real SIP with the bundled recogniser (models/ru-commands): a pjsua2 caller says a menu
+choice of clinic_ru and lands in its branch; a caller who hides the number says a phone number for the
+callback, confirms it with "да", and the stored callback holds the digits.
+
+The caller's words are espeak-ng Russian at 8 kHz, sent as RTP like any caller's; the box cuts them with the
+Silero VAD and decodes them with ru-commands through sherpa-onnx, exactly as on a clinic line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from appliance.boxproc import REPO
+from appliance.speech.engines import packaged_silero
+from appliance.store import Store
+from tests.helpers import wait_for_call_end
+from tests.sip.test_flows_sip import _kinds, _played, _until
+
+MODEL = REPO / "models" / "ru-commands" / "model.int8.onnx"
+
+pytestmark = [
+    pytest.mark.sip,
+    pytest.mark.skipif(not MODEL.is_file(), reason="models/ru-commands is not built (tools/asr_train)"),
+    pytest.mark.skipif(packaged_silero() is None, reason="the Silero VAD cuts utterances: pip install silero-vad"),
+    pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")), reason="espeak-ng and sox needed"),
+]
+
+
+def _words(where: Path, text: str) -> Path:
+    raw, out = where / "raw.wav", where / f"{abs(hash(text))}.wav"
+    subprocess.run(["espeak-ng", "-v", "ru", "-s", "150", "-w", str(raw), text], check=True, capture_output=True)
+    subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(out)], check=True, capture_output=True)
+    return out
+
+
+def _choices(call: dict) -> list[str]:
+    return _kinds(call, "choice")
+
+
+def test_a_spoken_choice_lands_in_the_appointment_branch(make_box, phone, loop_thread, tmp_path):
+    box = make_box()
+    words = _words(tmp_path, "запись к врачу")
+
+    async def scenario() -> None:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        await _until(box, _played("main_menu"), timeout=25, what="main menu")
+        await asyncio.sleep(1.0)
+        await phone.say(call, words)  # over the menu: the VAD stops it, the recogniser decides
+        await _until(box, lambda c: any(ch.startswith("main_menu:") for ch in _choices(c)), timeout=15,
+                     what="a choice by speech")
+        await phone.hangup(call)
+        await phone.ended(call)
+
+    loop_thread.run(scenario(), timeout=90)
+    [call] = wait_for_call_end(box.db_path)
+    assert "ASR: ru-commands" in box.log()
+    choice = next(ch for ch in _choices(call) if ch.startswith("main_menu:"))
+    assert choice.startswith("main_menu: 1 (speech: ") and choice.endswith("-> appointment"), choice
+    heard = [d for d in _kinds(call, "speech") if d.startswith("main_menu: heard")]
+    assert heard, _kinds(call, "speech")  # the transcript is kept with the call
+
+
+def test_a_spoken_phone_number_is_stored_for_the_callback(make_box, phone, loop_thread, tmp_path):
+    # Wednesday 21:00: closed; "обратный звонок" asks for a callback; the number is hidden, so the box asks for one.
+    box = make_box(flow_time="2026-11-25T21:00:00", queues={"reception": {"agents": [], "max_wait": 0}})
+    callback = _words(tmp_path, "обратный звонок")
+    number = _words(tmp_path, "восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят семь")
+    yes = _words(tmp_path, "да")
+
+    async def scenario() -> None:
+        call = await phone.call(box.sip_uri, caller_id="anonymous")
+        await phone.answered(call)
+        await _until(box, _played("closed_menu"), timeout=40, what="closed menu")
+        await asyncio.sleep(1.0)
+        await phone.say(call, callback)
+        await _until(box, _played("callback_enter_number"), timeout=15, what="the request for a number")
+        await asyncio.sleep(1.0)
+        await phone.say(call, number, playback_id=2)
+        await _until(box, _played("confirm_number"), timeout=20, what="the read-back")
+        await asyncio.sleep(1.0)
+        await phone.say(call, yes, playback_id=3)
+        await phone.ended(call, timeout=40)  # "your request is recorded", goodbye, the box hangs up
+
+    loop_thread.run(scenario(), timeout=150)
+    [call] = wait_for_call_end(box.db_path)
+    assert any(ch.startswith("closed_menu: 2 (speech: ") for ch in _choices(call)), _choices(call)
+    assert "callback_number: 11 digits spoken" in " ".join(_kinds(call, "speech"))
+    store = Store(box.db_path, migrate=False)
+    try:
+        [cb] = store.callbacks()
+    finally:
+        store.close()
+    assert (cb.number, cb.reason) == ("+79161234567", "after_hours")
