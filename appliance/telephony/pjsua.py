@@ -1202,12 +1202,6 @@ class PjsuaTelephony:
 
         await self._submit(run)
 
-    async def transfer(self, call_id: str, target_uri: str) -> None:
-        def run() -> None:
-            self._rec(call_id).call.xfer(target_uri, pj.CallOpParam(True))
-
-        await self._submit(run)
-
     async def bridge(self, call_a: str, call_b: str) -> None:
         def run() -> None:
             a, b = self._rec(call_a), self._rec(call_b)
