@@ -101,7 +101,7 @@ def check_against_sherpa(model: str, tokens: str, clips: list[np.ndarray]) -> di
                 ids.append(syms[int(k)])
                 probs.append(float(out[t, k]))
             prev = k
-        if ids == list(s.result.tokens):
+        if [t.replace("▁", " ") for t in ids] == [t.replace("▁", " ") for t in s.result.tokens]:  # sherpa: "▁" → " "
             same += 1
         sp = list(getattr(s.result, "ys_log_probs", []) or [])
         if len(sp) == len(probs):

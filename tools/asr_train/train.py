@@ -38,6 +38,18 @@ def load_clips(clips_dir: Path, split: str, limit: int = 0) -> list[dict]:
     return rows
 
 
+def remix(rows: list[dict], mix: str, rng: random.Random) -> list[dict]:
+    """Rebalance the training clips by kind (``menu``, ``phone``, ...): the synthetic set is mostly phone
+    numbers and numbers, so short menu answers are rare unless repeated. ``mix`` is 'kind=factor,...'."""
+    factors = {k.strip(): float(v) for k, v in (p.split("=") for p in mix.split(",") if p.strip())}
+    out = []
+    for r in rows:
+        f = factors.get(r["kind"].split(":")[0], 1.0)
+        whole, part = int(f), f - int(f)
+        out += [r] * whole + ([r] if rng.random() < part else [])
+    return out
+
+
 def batches(rows: list[dict], batch_frames: int, rng: random.Random) -> list[list[dict]]:
     """Length-sorted buckets of about ``batch_frames`` feature frames each, in random order."""
     rows = sorted(rows, key=lambda r: len(r["audio"]) + rng.random())
@@ -103,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--augment", type=float, default=1.0, help="augmentation strength (0: clean clips)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--init", type=Path, help="start from this checkpoint's weights (a fine-tuning run)")
+    ap.add_argument("--mix", default="", help="training mix by clip kind, e.g. 'menu=6,yesno=6,key=6,phone=0.3': "
+                    "repeat (>1) or keep a random fraction (<1) of the clips of each kind")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -111,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     train_rows = load_clips(args.clips, "train", args.limit)
     test_rows = load_clips(args.clips, "test", max(args.limit // 3, 0) if args.limit else 0)
     pool = [r["audio"] for r in train_rows[:200]]  # babble sources
+    train_rows = remix(train_rows, args.mix, random.Random(args.seed))
     model = CtcModel(**SIZES[args.size])
+    if args.init:
+        init = torch.load(args.init, weights_only=False)
+        model = CtcModel(**init["config"])
+        model.load_state_dict(init["state"])
+        print(f"init: {args.init} (epoch {init.get('epoch')}, test {init.get('test')})")
     print(f"train: {len(train_rows)} clips, test: {len(test_rows)}; model {args.size}, {n_params(model)} parameters")
     steps_per_epoch = len(batches(train_rows, args.batch_frames, random.Random(0)))
     total = args.epochs * steps_per_epoch if not args.max_steps else min(args.max_steps, args.epochs * steps_per_epoch)

@@ -4,7 +4,7 @@
 #   tools/asr_train/train.sh --full  [--work DIR]   the real run (hours on 2 cores); then copy DIR/export/ to models/
 # Environment: TRAIN_PY (python with torch, kaldi-native-fbank, onnx, onnxruntime, sherpa-onnx; default
 # /work/trainvenv/bin/python or python3), BOX_PY (the box's venv, for the evaluation through its own loader;
-# default .venv/bin/python, /work/venv/bin/python or python3). Every stage runs under nice -n 19, one thread.
+# default .venv/bin/python, /work/venv/bin/python or python3). Every stage runs under nice -n 19; training uses THREADS (2) threads.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mode=smoke
@@ -22,7 +22,7 @@ work=${work:-build/asr_train/$mode}
 pick() { for p in "$@"; do if [ -x "$p" ] || command -v "$p" >/dev/null 2>&1; then echo "$p"; return; fi; done; }
 TRAIN_PY=${TRAIN_PY:-$(pick /work/trainvenv/bin/python python3)}
 BOX_PY=${BOX_PY:-$(pick .venv/bin/python /work/venv/bin/python python3)}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=${THREADS:-2} MKL_NUM_THREADS=${THREADS:-2}
 run() { echo "+ $*" >&2; nice -n 19 "$@"; }
 mkdir -p "$work"
 start=$(date +%s)
@@ -38,8 +38,14 @@ if [ "$mode" = smoke ]; then
 else
     run "$TRAIN_PY" -m tools.asr_train.vocab --flows ivr_flows --out "$work/phrases.jsonl" --numbers 1500
     run "$TRAIN_PY" -m tools.asr_train.synth --phrases "$work/phrases.jsonl" --out "$work/clips" --variants 8
-    run "$TRAIN_PY" -m tools.asr_train.train --clips "$work/clips" --out "$work/run" --size full --epochs 30
-    run "$TRAIN_PY" -m tools.asr_train.export --ckpt "$work/run/best.pt" --out "$work/export" --clips "$work/clips"
+    # A: all clips as synthesised (mostly phone numbers and numbers: the letters and number words).
+    run "$TRAIN_PY" -m tools.asr_train.train --clips "$work/clips" --out "$work/run" --size full --epochs "${EPOCHS_A:-4}" \
+        --threads "${THREADS:-2}"
+    # B: rebalanced towards the short menu answers, yes/no and keys, which are 4 % of the clips as synthesised.
+    run "$TRAIN_PY" -m tools.asr_train.train --clips "$work/clips" --out "$work/run2" --size full \
+        --epochs "${EPOCHS_B:-5}" --threads "${THREADS:-2}" --lr 1.5e-3 --init "$work/run/best.pt" \
+        --mix "menu=8,yesno=8,key=8,free=6,date=0.3,number=0.25,phone=0.3"
+    run "$TRAIN_PY" -m tools.asr_train.export --ckpt "$work/run2/last.pt" --out "$work/export" --clips "$work/clips"
     run "$BOX_PY" -m tools.asr_train.evaluate --model-dir "$work/export" --clips "$work/clips" --out "$work/eval.json"
     echo "full run done: review $work/eval.json, then copy $work/export/{model.int8.onnx,tokens.txt} to" \
          "models/ru-commands/ and fill models/ru-commands/MODEL_CARD.md (template in tools/asr_train/README.md)"
