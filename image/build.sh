@@ -4,7 +4,9 @@
 #   image/build.sh [--out DIR] [--pjsua2-wheel DIR] [--summary]   # --summary: stage + `mkosi summary`, no build
 # Steps: (1) the box's own pjsua2 wheel (tools/build_pjsua2.sh, 256 calls) unless --pjsua2-wheel gives one,
 # (2) a wheelhouse of the app and its dependencies (pip wheel), (3) a staging copy of image/mkosi with the
-# units, firewall, first-boot script and sources in mkosi.extra/, (4) mkosi build (root, ~10-20 min).
+# units, firewall, first-boot script and sources in mkosi.extra/, (4) mkosi build of the root tree (Debian
+# bookworm, packages, mkosi.postinst), (5) image/assemble.sh: the GPT disk (ESP + squashfs root + /var).
+# Needs root (mkosi, systemd-nspawn); no loop device or vfat mount (works in a container).
 # The output (OUT/registratura-x86_64.raw, OUT default /var/tmp/registratura-image) is written to an SSD/SD card with dd or bmaptool; see image/README.md.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,7 +23,8 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
-command -v mkosi >/dev/null || { echo "mkosi missing: apt-get install mkosi" >&2; exit 1; }
+command -v mkosi >/dev/null || { echo "mkosi missing: apt-get install mkosi systemd-container" >&2; exit 1; }
+start=$(date +%s)
 [ "$(uname -m)" = x86_64 ] || echo "warning: host is $(uname -m); the wheels must match the image (x86_64)" >&2
 
 stage="$out/stage"
@@ -37,6 +40,7 @@ mkdir -p "$app/src"
 (cd "$repo" && git ls-files -co --exclude-standard -z | xargs -0 tar -c --no-recursion) | tar -x -C "$app/src"
 cp "$repo/README.md" "$app/README.md"
 cp "$repo"/systemd/*.service "$repo"/systemd/*.timer "$extra/etc/systemd/system/"
+mkdir -p "$extra/etc/initramfs-tools"
 cp "$repo/image/nftables/registratura.nft" "$extra/etc/nftables.d/registratura.nft.example"
 
 if [ "$summary" = 1 ]; then
@@ -54,8 +58,23 @@ cp "$pj"/*.whl "$app/wheels/"
 # The PyPI pjsua2-python (4 calls, x86_64 only) must not end up in the image.
 rm -f "$app/wheels"/pjsua2_python-*.whl
 
+# systemd-nspawn (mkosi runs apt and mkosi.postinst through it) outside a systemd-booted host: no system bus
+# to register a scope (--nspawn-keep-unit), and it refuses to clean up its propagation directory unless that
+# is on tmpfs (containers often have /run on the overlay).
+keep=""
+[ -d /run/systemd/system ] || keep="--nspawn-keep-unit"
+if [ "$(stat -f -c %T /run 2>/dev/null)" != tmpfs ] && ! mountpoint -q /run/systemd/nspawn 2>/dev/null; then
+    mkdir -p /run/systemd/nspawn && mount -t tmpfs -o mode=0755 tmpfs /run/systemd/nspawn
+fi
 cd "$stage/mkosi"
 mkdir -p mkosi.output
-mkosi --force build
-mv mkosi.output/* "$out/"
+t0=$(date +%s)
+mkosi --force $keep build
+t1=$(date +%s)
+cp mkosi.output/root.manifest "$out/registratura-x86_64.manifest.json"
+cp mkosi.output/root/opt/registratura/IMAGE-INFO.json "$out/IMAGE-INFO.json"
+"$here/assemble.sh" mkosi.output/root "$out/registratura-x86_64.raw"
+rm -rf mkosi.output/root   # the tree (≈1 GB) is in the image now
+t2=$(date +%s)
 echo "image: $out/registratura-x86_64.raw"
+echo "build seconds: total $((t2 - start)) (mkosi tree $((t1 - t0)), disk $((t2 - t1)))"

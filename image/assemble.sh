@@ -1,0 +1,103 @@
+#!/bin/sh
+# Turn the root tree that mkosi built (image/build.sh) into the bootable x86-64 disk image, with tools that work
+# on plain files: no loop device, no mount, no vfat in the build machine's kernel (containers have none).
+#   image/assemble.sh TREE OUT.raw [--esp-size 256M] [--root-size 2G] [--var-size 8G] [--cmdline "..."]
+# Disk (GPT, discoverable partition types, fresh PARTUUIDs each build):
+#   1 esp   FAT32  systemd-boot (EFI/BOOT/BOOTX64.EFI) + the unified kernel image EFI/Linux/registratura.efi,
+#                  registratura/ for the technician's first-boot files (mounted at /efi on the box)
+#   2 root  squashfs of TREE without /var (read-only; root=PARTUUID=... in the kernel image's command line)
+#   3 var   ext4 made from TREE/var (-d: owners and modes kept): settings, database, recordings, journal
+# TREE/etc/fstab is written here (the PARTUUIDs are only known now) before the squashfs is made.
+set -eu
+[ $# -ge 2 ] || { sed -n '2,10p' "$0" >&2; exit 2; }
+tree=$1; raw=$2; shift 2
+esp_mb=256; root_size=2G; var_size=8G
+cmdline="console=tty0 console=ttyS0,115200 systemd.show_status=error"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --esp-size) esp_mb=${2%M}; shift 2 ;;
+        --root-size) root_size=$2; shift 2 ;;
+        --var-size) var_size=$2; shift 2 ;;
+        --cmdline) cmdline=$2; shift 2 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+for tool in mksquashfs mkfs.ext4 mkfs.fat mcopy mmd sfdisk objcopy; do
+    command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install squashfs-tools e2fsprogs dosfstools mtools fdisk binutils" >&2; exit 1; }
+done
+tree=$(cd "$tree" && pwd)
+work=$(dirname "$raw")/assemble.tmp
+rm -rf "$work"; mkdir -p "$work"
+bytes() { numfmt --from=iec "$1"; }
+uuid() { cat /proc/sys/kernel/random/uuid; }
+
+kver=$(ls "$tree/boot" | sed -n 's/^vmlinuz-//p' | sort -V | tail -1)
+[ -n "$kver" ] && [ -f "$tree/boot/initrd.img-$kver" ] || { echo "no kernel/initrd in $tree/boot" >&2; exit 1; }
+u_esp=$(uuid); u_root=$(uuid); u_var=$(uuid)
+
+# fstab: /var and the ESP by PARTUUID (root comes from the kernel command line). The ESP is mounted
+# read-write at /efi so first boot can rename the technician's files (*.applied / *.rejected).
+cat > "$tree/etc/fstab" <<EOF
+# Written by image/assemble.sh. Root: squashfs, read-only (root=PARTUUID=$u_root in the kernel image).
+PARTUUID=$u_var  /var  ext4  defaults,noatime,commit=30  0  2
+PARTUUID=$u_esp  /efi  vfat  umask=0077,shortname=winnt,flush,nofail,x-systemd.device-timeout=10s  0  2
+EOF
+mkdir -p "$tree/efi"
+
+# 2. root: everything but /var's contents (an empty /var is the mount point).
+echo "squashfs root..."
+mksquashfs "$tree" "$work/root.img" -noappend -quiet -comp zstd -wildcards -e 'var/*' >/dev/null
+root_real=$(stat -c %s "$work/root.img")
+[ "$root_real" -lt "$(bytes "$root_size")" ] || { echo "root squashfs ($root_real bytes) > --root-size $root_size" >&2; exit 1; }
+
+# 3. var: ext4 from the tree's /var.
+echo "ext4 /var..."
+truncate -s "$var_size" "$work/var.img"
+mkfs.ext4 -q -F -L var -U "$(uuid)" -d "$tree/var" "$work/var.img"
+
+# 1. ESP: systemd-boot and the unified kernel image (stub + os-release + command line + kernel + initrd).
+echo "unified kernel image ($kver)..."
+stub="$tree/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+printf '%s' "root=PARTUUID=$u_root rootfstype=squashfs ro $cmdline" > "$work/cmdline"
+objcopy \
+    --add-section .osrel="$tree/usr/lib/os-release" --change-section-vma .osrel=0x20000 \
+    --add-section .cmdline="$work/cmdline" --change-section-vma .cmdline=0x30000 \
+    --add-section .linux="$tree/boot/vmlinuz-$kver" --change-section-vma .linux=0x2000000 \
+    --add-section .initrd="$tree/boot/initrd.img-$kver" --change-section-vma .initrd=0x3000000 \
+    "$stub" "$work/registratura.efi"
+printf 'timeout 0\ndefault registratura*\neditor no\n' > "$work/loader.conf"
+cat > "$work/LIESMICH.txt" <<'EOF'
+Registratura: put registratura.yaml (and optionally network.yaml and a flows/ folder) in this folder and
+boot the box. First boot checks them: registratura.yaml.applied = taken, registratura.yaml.rejected (+ .txt
+with the reasons) = refused, the box kept its previous settings.
+EOF
+truncate -s "${esp_mb}M" "$work/esp.img"
+mkfs.fat -F 32 -n ESP "$work/esp.img" >/dev/null
+export MTOOLS_SKIP_CHECK=1
+mmd -i "$work/esp.img" ::/EFI ::/EFI/BOOT ::/EFI/systemd ::/EFI/Linux ::/loader ::/registratura
+mcopy -i "$work/esp.img" "$tree/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$work/esp.img" "$tree/usr/lib/systemd/boot/efi/systemd-bootx64.efi" ::/EFI/systemd/systemd-bootx64.efi
+mcopy -i "$work/esp.img" "$work/registratura.efi" ::/EFI/Linux/registratura.efi
+mcopy -i "$work/esp.img" "$work/loader.conf" ::/loader/loader.conf
+mcopy -i "$work/esp.img" "$work/LIESMICH.txt" ::/registratura/README.txt
+
+# The disk: 1 MiB alignment, GPT backup at the end.
+echo "disk..."
+esp_b=$((esp_mb * 1048576)); root_b=$(bytes "$root_size"); var_b=$(bytes "$var_size")
+total=$((1048576 + esp_b + root_b + var_b + 1048576))
+rm -f "$raw"; truncate -s "$total" "$raw"
+sfdisk -q "$raw" <<EOF
+label: gpt
+unit: sectors
+start=2048, size=$((esp_b / 512)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=$u_esp, name="esp"
+size=$((root_b / 512)), type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=$u_root, name="root-x86-64", attrs="GUID:60"
+size=$((var_b / 512)), type=4D21B016-B534-45C2-A9FB-5C16E091FD2D, uuid=$u_var, name="var"
+EOF
+off=1048576
+dd if="$work/esp.img" of="$raw" bs=1M seek=$((off / 1048576)) conv=notrunc,sparse status=none
+off=$((off + esp_b))
+dd if="$work/root.img" of="$raw" bs=1M seek=$((off / 1048576)) conv=notrunc status=none
+off=$((off + root_b))
+dd if="$work/var.img" of="$raw" bs=1M seek=$((off / 1048576)) conv=notrunc,sparse status=none
+rm -rf "$work"
+echo "disk: $raw ($(du -h --apparent-size "$raw" | cut -f1) apparent, $(du -h "$raw" | cut -f1) on disk); ESP at 1 MiB"
