@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from appliance import __version__
-from appliance.errors import RegistraturaError
+from appliance.errors import ConfigError, RegistraturaError
 
 DEFAULT_CONFIG = "/etc/registratura/registratura.yaml"
 _LOGGER = logging.getLogger("appliance")
@@ -256,12 +256,12 @@ def cmd_agents(args: argparse.Namespace) -> int:
                 print(f"{r['queue']:<12} {r['uri']:<32} {r['state']:<8} calls {r['calls_taken']:<4} "
                       f"missed in a row {r['missed']}")
             return 0
-        from appliance.settings import _Bad, _sip_uri
+        from appliance.settings import check_sip_uri
 
         try:
-            uri = _sip_uri(args.uri)
-        except _Bad as bad:
-            print(f"E130: {bad.what}; {bad.allowed}", file=sys.stderr)
+            uri = check_sip_uri(args.uri)
+        except ConfigError as bad:
+            print(bad, file=sys.stderr)
             return 1
         if args.queue not in settings.queues:
             print(f"E131: no queue '{args.queue}' in the settings; queues: {', '.join(settings.queues) or 'none'}",

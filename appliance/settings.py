@@ -516,6 +516,14 @@ def _sip_uri(v: Any) -> str:
     return text
 
 
+def check_sip_uri(v: Any) -> str:
+    """A SIP URI typed on the command line (receptionists' phones): the URI, or ConfigError saying the fix."""
+    try:
+        return _sip_uri(v)
+    except _Bad as bad:
+        raise ConfigError(f"{bad.what}; {bad.allowed}", code="E130") from None
+
+
 def _url(v: Any) -> str:
     text = _text(v).strip()
     if not re.match(r"^https?://[^\s/]+(/\S*)?$", text):
