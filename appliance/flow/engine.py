@@ -455,10 +455,7 @@ def _on_speech(run: _Run, state: CallState, event: SpeechHeard) -> CallState:
         return _ask_speech(run, state, flow, node, event.text)
     if not isinstance(node, MenuNode):
         return state
-    key = numbers_ru.menu_key(event.text)
-    found = (key, f"key {key}") if key is not None and node.option(key) is not None else None
-    if found is None and node.keywords():
-        found = keywords.best_match(event.text, ((o.key, o.keywords) for o in node.options))
+    found = keywords.choose(event.text, ((o.key, o.keywords) for o in node.options))
     if state.playing and (found is None or not node.interruptible):
         return state  # unclear speech over the prompt is most likely noise or talking to someone else
     state = _cancel_timer(run, _stop(run, state), NO_INPUT)

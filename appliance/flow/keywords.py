@@ -52,6 +52,60 @@ def best_match(text: str, options: Iterable[tuple[str, Iterable[str]]]) -> tuple
     return (best[1], best[2]) if best else None
 
 
+def _fuzzy_in(keyword: str, heard: str) -> float:
+    """How well ``keyword`` occurs somewhere in ``heard`` (letters only): 1 - edit distance / its length, the
+    best over every stretch of ``heard`` (semi-global alignment: free start and end in ``heard``)."""
+    prev = [0] * (len(heard) + 1)  # an empty keyword matches anywhere at no cost
+    for i, a in enumerate(keyword, 1):
+        cur = [i] + [0] * len(heard)
+        for j, b in enumerate(heard, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a != b))
+        prev = cur
+    return 1.0 - min(prev) / len(keyword)
+
+
+def closest(text: str, options: Iterable[tuple[str, Iterable[str]]], threshold: float = 0.75,
+            margin: float = 0.15, min_letters: int = 6) -> tuple[str, str] | None:
+    """The option whose keyword is spelt almost exactly somewhere in ``text``: a small letter recogniser's
+    near misses ("запис к врачу", "вызвать врыча") still choose when no keyword matches as a word. Only
+    keywords of ``min_letters`` letters or more count (short ones match noise), the best must reach
+    ``threshold`` and beat every other option by ``margin``; otherwise None (the caller is asked again)."""
+    heard = "".join(words(text))
+    if not heard:
+        return None
+    best: dict[str, tuple[float, str]] = {}
+    for key, phrases in options:
+        for phrase in phrases:
+            letters = "".join(words(phrase))
+            if len(letters) < min_letters:
+                continue
+            score = _fuzzy_in(letters, heard)
+            if score > best.get(key, (0.0, ""))[0]:
+                best[key] = (score, phrase)
+    ranked = sorted(((v[0], k, v[1]) for k, v in best.items()), reverse=True)
+    if not ranked or ranked[0][0] < threshold:
+        return None
+    if len(ranked) > 1 and ranked[0][0] - ranked[1][0] < margin:
+        return None
+    return ranked[0][1], ranked[0][2]
+
+
+def choose(text: str, options: Iterable[tuple[str, Iterable[str]]]) -> tuple[str, str] | None:
+    """A menu answer: (option key, what decided it) or None. A key said as a word ("два", "цифру три") first,
+    then a keyword heard as a word (``best_match``), then a keyword spelt almost right (``closest``)."""
+    from appliance.speech.numbers_ru import menu_key
+
+    options = [(key, tuple(phrases)) for key, phrases in options]
+    key = menu_key(text)
+    if key is not None and any(k == key for k, _ in options):
+        return key, f"key {key}"
+    found = best_match(text, options)
+    if found is not None:
+        return found
+    near = closest(text, options)
+    return (near[0], f"~{near[1]}") if near else None
+
+
 _YES = {"да", "верно", "правильно", "конечно", "ага", "угу", "точно", "yes", "yeah", "correct", "right"}
 _NO = {"нет", "неверно", "неправильно", "не", "no", "wrong"}
 

@@ -4,8 +4,8 @@ Runs in the box's venv (no torch): ``appliance.speech.sherpa.load_asr`` loads th
 each held-out clip goes in as an 8 kHz G.711 call would (16 kHz clip → 8 kHz → µ-law round trip → the box
 resamples back to 16 kHz), and the transcript is scored the way the flow engine uses it:
 
-- menu intent: ``numbers_ru.menu_key`` then ``flow.keywords.best_match`` against the options of the clip's menu
-  node in ivr_flows/ → the right key;
+- menu intent: ``flow.keywords.choose`` (what the engine runs: spoken key, keyword, near-miss spelling) against
+  the options of the clip's menu node in ivr_flows/ → the right key;
 - phone number: ``numbers_ru.parse_digits`` → exactly the 11 digits;
 - CER over all held-out clips; real-time factor of ``finish()`` on one thread.
 
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from appliance.flow.keywords import best_match
+from appliance.flow.keywords import choose
 from appliance.speech import sherpa
-from appliance.speech.numbers_ru import menu_key, parse_digits
+from appliance.speech.numbers_ru import parse_digits
 from appliance.speech.tts import float_to_pcm16, resample
 from tools.asr_train import synth
 
@@ -75,10 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         errs, chars = errs + _cer(r["text"], hyp), chars + len(r["text"])
         if r["kind"].startswith("menu:"):
             _, flow, node, key = r["kind"].split(":")
-            got = menu_key(hyp)
-            if got is None:
-                m = best_match(hyp, options[f"{flow}:{node}"])
-                got = m[0] if m else None
+            m = choose(hyp, options[f"{flow}:{node}"])  # exactly what the flow engine decides
+            got = m[0] if m else None
             menu_n, menu_ok = menu_n + 1, menu_ok + (got == key)
         elif r["kind"] == "phone":
             phone_n, phone_ok = phone_n + 1, phone_ok + (parse_digits(hyp) == r["ref"])
