@@ -41,6 +41,8 @@ cat > "$tree/etc/fstab" <<EOF
 # Written by image/assemble.sh. Root: squashfs, read-only (root=PARTUUID=$u_root in the kernel image).
 PARTUUID=$u_var  /var  ext4  defaults,noatime,commit=30  0  2
 PARTUUID=$u_esp  /efi  vfat  umask=0077,shortname=winnt,flush,nofail,x-systemd.device-timeout=10s  0  2
+# The root is read-only: /tmp is memory (systemd also needs it to set up services' private /dev).
+tmpfs  /tmp  tmpfs  mode=1777,nosuid,nodev,size=256M  0  0
 EOF
 mkdir -p "$tree/efi"
 

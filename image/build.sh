@@ -77,4 +77,4 @@ cp mkosi.output/root/opt/registratura/IMAGE-INFO.json "$out/IMAGE-INFO.json"
 rm -rf mkosi.output/root   # the tree (≈1 GB) is in the image now
 t2=$(date +%s)
 echo "image: $out/registratura-x86_64.raw"
-echo "build seconds: total $((t2 - start)) (mkosi tree $((t1 - t0)), disk $((t2 - t1)))"
+echo "build seconds: total $((t2 - start)) (mkosi tree $((t1 - t0)), disk $((t2 - t1)))" | tee "$out/build-seconds.txt"

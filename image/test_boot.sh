@@ -1,0 +1,216 @@
+#!/bin/bash
+# Boot the built x86-64 image under qemu (UEFI/OVMF, headless) and call it from the host with sipp.
+#   image/test_boot.sh [--build] [--pjsua2-wheel DIR] [--image RAW] [--accel auto|kvm|tcg] [--keep]
+# --build runs image/build.sh first (timed); otherwise the image in /var/tmp/registratura-image is used.
+# Steps: copy the image (sparse) to a work directory, put a test registratura.yaml into the ESP's
+# registratura/ folder with mtools (no mount), boot with user-mode networking and host port forwards
+# (SIP udp 25060 -> 5060, metrics tcp 29310 -> 9310, RTP udp 24000-24009 both sides), wait for /healthz,
+# scrape /metrics, place one sipp call (INVITE/200/ACK, audio + DTMF '1', BYE/200), check the box counted
+# it, power the VM off through ACPI and read the guest's journal off the /var partition (debugfs, no mount).
+# Prints PASS/FAIL lines and the timings. Not part of the pytest suite (minutes). Needs root only with --build.
+# apt-get install qemu-system-x86 ovmf sip-tester mtools e2fsprogs curl python3
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+out="${TMPDIR:-/var/tmp}/registratura-image"
+image=""; build=0; pj=""; accel=auto; keep=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --build) build=1; shift ;;
+        --pjsua2-wheel) pj=$2; shift 2 ;;
+        --image) image=$2; shift 2 ;;
+        --accel) accel=$2; shift 2 ;;
+        --keep) keep=1; shift ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+SIP_HOST=25060; METRICS_HOST=29310; RTP_MIN=24000; RTP_MAX=24009; SIPP_MEDIA=26000
+work="$out/boot-test"
+fails=0
+pass() { echo "PASS $*"; }
+fail() { echo "FAIL $*"; fails=$((fails + 1)); }
+now() { date +%s.%N; }
+secs() { python3 -c "print(f'{$2 - $1:.1f}')"; }
+
+for tool in qemu-system-x86_64 sipp mcopy debugfs curl sfdisk; do
+    command -v "$tool" >/dev/null || { echo "FAIL setup: $tool missing (apt-get install qemu-system-x86 ovmf sip-tester mtools e2fsprogs curl fdisk)"; exit 1; }
+done
+
+# ------------------------------------------------------------------------------------------------ build
+if [ "$build" = 1 ]; then
+    t0=$(now)
+    if "$here/build.sh" ${pj:+--pjsua2-wheel "$pj"} --out "$out" > "$out.build.log" 2>&1; then
+        pass "build: $(secs "$t0" "$(now)") s (log $out.build.log)"
+    else
+        tail -30 "$out.build.log"; echo "FAIL build (log $out.build.log)"; exit 1
+    fi
+fi
+image=${image:-$out/registratura-x86_64.raw}
+[ -f "$image" ] || { echo "FAIL setup: no image at $image (run with --build)"; exit 1; }
+[ -f "$out/build-seconds.txt" ] && [ "$build" = 0 ] && echo "INFO image built $(date -r "$image" '+%F %T'): $(cat "$out/build-seconds.txt")"
+
+rm -rf "$work"; mkdir -p "$work"
+cp --sparse=always "$image" "$work/disk.raw"
+
+# ------------------------------------------------------------------------------------ first-boot files
+# Offsets from the partition table: 1 = ESP (FAT), 3 = /var (ext4).
+part() { sfdisk -J "$work/disk.raw" | python3 -c "import json,sys; p=json.load(sys.stdin)['partitiontable']['partitions'][$1-1]; print(p['start']*512, p['size']*512)"; }
+read -r esp_off _ < <(part 1)
+read -r var_off var_size < <(part 3)
+cat > "$work/registratura.yaml" <<EOF
+# Test settings for image/test_boot.sh: the qemu host (10.0.2.2 in user-mode networking) is the gateway.
+firstboot:
+  hostname: reg-qemu-test
+  network: {dhcp: true}
+  timezone: Europe/Moscow
+clinic: {name: "Тестовая клиника", region: RU, language: ru}
+sip:
+  listen: "0.0.0.0:5060"
+  public_address: "127.0.0.1"      # the SDP the host sees: RTP goes to the host's forwarded ports
+  allow_from: ["10.0.2.2/32"]
+  rtp_ports: "$RTP_MIN-$RTP_MAX"
+  max_calls: 4                     # 10 RTP ports forwarded: 2 per call
+data_dir: /var/lib/registratura
+flows: {dir: ivr_flows, main: clinic_ru}
+metrics: {listen: "0.0.0.0:9310", allow_from: ["10.0.2.2/32"]}
+EOF
+export MTOOLS_SKIP_CHECK=1
+if mcopy -o -i "$work/disk.raw@@$esp_off" "$work/registratura.yaml" ::/registratura/registratura.yaml; then
+    pass "first-boot file: registratura.yaml copied into the ESP (offset $esp_off)"
+else
+    echo "FAIL first-boot file: mcopy"; exit 1
+fi
+
+# ----------------------------------------------------------------------------------------- accelerator
+code=/usr/share/OVMF/OVMF_CODE_4M.fd; vars=/usr/share/OVMF/OVMF_VARS_4M.fd
+[ -f "$code" ] || { echo "FAIL setup: $code missing (apt-get install ovmf)"; exit 1; }
+if [ "$accel" = auto ]; then
+    accel=tcg
+    if [ -w /dev/kvm ]; then
+        # Some nested hypervisors (e.g. kvm_pvm) run SeaBIOS but cannot execute OVMF's early code
+        # ("KVM internal error ... emulation failure"): try OVMF under KVM for a few seconds first.
+        cp "$vars" "$work/probe-vars.fd"
+        timeout 8 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 256 -nographic -monitor none \
+            -drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
+            -drive if=pflash,format=raw,unit=1,file="$work/probe-vars.fd" -net none \
+            -serial file:"$work/probe.log" > "$work/probe.out" 2>&1
+        if grep -q "KVM internal error" "$work/probe.out"; then
+            echo "INFO KVM cannot run OVMF on this host ($(grep -m1 -o 'emulation failure' "$work/probe.out" || echo 'internal error')): using TCG (slow)"
+        else
+            accel=kvm
+        fi
+    fi
+fi
+if [ "$accel" = kvm ]; then cpu="-machine q35,accel=kvm -cpu host"; else cpu="-machine q35 -accel tcg,thread=multi -cpu max"; fi
+echo "INFO accelerator: $accel"
+
+# -------------------------------------------------------------------------------------------------- boot
+cp "$vars" "$work/vars.fd"
+fwd="hostfwd=udp:127.0.0.1:$SIP_HOST-:5060,hostfwd=tcp:127.0.0.1:$METRICS_HOST-:9310"
+for p in $(seq "$RTP_MIN" "$RTP_MAX"); do fwd="$fwd,hostfwd=udp:127.0.0.1:$p-:$p"; done
+t_boot=$(now)
+# shellcheck disable=SC2086
+qemu-system-x86_64 $cpu -m 2048 -smp 2 -no-reboot -display none -nographic \
+    -drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
+    -drive if=pflash,format=raw,unit=1,file="$work/vars.fd" \
+    -drive if=virtio,format=raw,file="$work/disk.raw" \
+    -device i6300esb -device virtio-rng-pci \
+    -netdev "user,id=n0,$fwd" -device virtio-net-pci,netdev=n0 \
+    -serial file:"$work/serial.log" -monitor unix:"$work/monitor.sock",server,nowait \
+    > "$work/qemu.out" 2>&1 &
+qemu=$!
+echo "INFO qemu pid $qemu, serial log $work/serial.log"
+monitor() { python3 - "$work/monitor.sock" "$1" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(0.3); s.recv(4096)
+s.sendall(sys.argv[2].encode() + b"\n"); time.sleep(0.5)
+PY
+}
+cleanup() { kill "$qemu" 2>/dev/null; }
+trap cleanup EXIT
+
+limit=$([ "$accel" = kvm ] && echo 180 || echo 600)
+ready=""
+while :; do
+    if ! kill -0 "$qemu" 2>/dev/null; then tail -20 "$work/qemu.out"; break; fi
+    code_h=$(curl -s -o "$work/healthz.json" -w '%{http_code}' -m 3 "http://127.0.0.1:$METRICS_HOST/healthz" || true)
+    if [ "$code_h" = 200 ]; then ready=$(now); break; fi
+    grep -q "SETTINGS REJECTED" "$work/serial.log" 2>/dev/null && { grep -a -A5 "SETTINGS REJECTED" "$work/serial.log"; break; }
+    [ "$(secs "$t_boot" "$(now)" | cut -d. -f1)" -ge "$limit" ] && break
+    sleep 2
+done
+if [ -n "$ready" ]; then
+    pass "boot: /healthz 200 after $(secs "$t_boot" "$ready") s from qemu start ($accel): $(tr -d '\n' < "$work/healthz.json" | cut -c1-200)"
+else
+    fail "boot: no /healthz 200 within ${limit} s (last HTTP code ${code_h:-none}); serial log $work/serial.log"
+fi
+grep -aq "registratura-firstboot: settings applied" "$work/serial.log" && pass "first boot: settings applied (console)" \
+    || fail "first boot: no 'settings applied' on the console"
+
+# ----------------------------------------------------------------------------------------- metrics + call
+metric() { grep -E "^$1(\{| )" "$work/$2" | awk '{s += $NF} END {print s + 0}'; }
+if [ -n "$ready" ]; then
+    if curl -sf -m 5 "http://127.0.0.1:$METRICS_HOST/metrics" > "$work/metrics.before"; then
+        pass "metrics: $(grep -c '^registratura_' "$work/metrics.before") registratura_* samples"
+    else
+        fail "metrics: /metrics did not answer"
+    fi
+    # The gateway's call of tests/sip: sipp's SDP names 10.0.2.2 (the host as the guest sees it), so the
+    # box's RTP reaches sipp's media port on the host's loopback.
+    sed 's/c=IN IP\[media_ip_type\] \[media_ip\]/c=IN IP4 10.0.2.2/' "$repo/tests/sip/scenarios/uac_call.xml" > "$work/uac_call.xml"
+    t_call=$(now)
+    (cd "$work" && sipp "127.0.0.1:$SIP_HOST" -sf uac_call.xml -m 1 -i 127.0.0.1 -mi 127.0.0.1 -mp "$SIPP_MEDIA" \
+        -p 0 -s clinic -timeout 60s -nostdin -trace_err -trace_msg -message_file sipp.messages > sipp.out 2>&1)
+    rc=$?
+    took=$(secs "$t_call" "$(now)")
+    ok200=$(grep -c "^SIP/2.0 200" "$work/sipp.messages" 2>/dev/null)
+    if [ "$rc" = 0 ] && [ "${ok200:-0}" -ge 2 ]; then
+        pass "call: sipp INVITE -> 200 OK, ACK, audio + DTMF, BYE -> 200 OK in $took s (sipp exit 0)"
+    else
+        fail "call: sipp exit $rc, $ok200 '200' responses in $took s (see $work/sipp.out, sipp.messages)"
+        tail -5 "$work/sipp.out"
+    fi
+    sleep 2
+    curl -sf -m 5 "http://127.0.0.1:$METRICS_HOST/metrics" > "$work/metrics.after" || true
+    calls=$(( $(metric registratura_calls_total metrics.after) - $(metric registratura_calls_total metrics.before) ))
+    if [ "$calls" -ge 1 ] 2>/dev/null; then
+        pass "metrics after the call: registratura_calls_total +$calls ($(grep -E '^registratura_calls_total' "$work/metrics.after" | tr '\n' ' ' | cut -c1-200))"
+    else
+        fail "metrics after the call: registratura_calls_total did not grow"
+    fi
+    digits=$(( $(metric registratura_dtmf_digits_total metrics.after) - $(metric registratura_dtmf_digits_total metrics.before) ))
+    if [ "$digits" -ge 1 ] 2>/dev/null; then
+        pass "RTP host -> guest: the box heard $digits DTMF digit(s) (registratura_dtmf_digits_total)"
+    else
+        fail "RTP host -> guest: no DTMF digit counted (registratura_dtmf_digits_total)"
+    fi
+    cap=$(metric registratura_sip_call_capacity metrics.after)
+    if [ "$cap" -gt 4 ] 2>/dev/null; then pass "SIP stack: call capacity $cap (the box's own pjsua2, not the 4-call PyPI wheel)"
+    else fail "SIP stack: call capacity $cap"; fi
+fi
+
+# ---------------------------------------------------------------------------------------------- power off
+t_off=$(now)
+monitor system_powerdown 2>/dev/null
+for _ in $(seq 1 120); do kill -0 "$qemu" 2>/dev/null || break; sleep 1; done
+if kill -0 "$qemu" 2>/dev/null; then
+    fail "power off: still running 120 s after the ACPI power button"; monitor quit 2>/dev/null; sleep 2
+else
+    pass "power off: clean shutdown in $(secs "$t_off" "$(now)") s"
+fi
+trap - EXIT
+
+# The guest's journal, read off its /var partition (persistent journal), for the record and for failures.
+dd if="$work/disk.raw" of="$work/var.img" bs=1M skip=$((var_off / 1048576)) count=$((var_size / 1048576)) conv=sparse status=none
+rm -rf "$work/journal"; mkdir -p "$work/journal"
+debugfs -R "rdump /log/journal $work/journal" "$work/var.img" >/dev/null 2>&1
+journalctl -D "$work/journal/journal" --no-pager -o short-monotonic > "$work/journal.txt" 2>/dev/null
+rm -f "$work/var.img"
+echo "INFO guest journal: $work/journal.txt ($(wc -l < "$work/journal.txt") lines)"
+journalctl -D "$work/journal/journal" --no-pager -p err -o short-monotonic 2>/dev/null | grep -v "^-- " | head -20 | sed 's/^/INFO guest error: /'
+journalctl -D "$work/journal/journal" --no-pager -o cat -u registratura-firstboot 2>/dev/null | head -5 | sed 's/^/INFO firstboot: /'
+
+[ "$keep" = 1 ] || rm -f "$work/disk.raw"
+if [ "$fails" = 0 ]; then echo "PASS image/test_boot.sh: the image boots, serves /metrics and takes a SIP call"; exit 0; fi
+echo "FAIL image/test_boot.sh: $fails check(s) failed (work directory $work)"; exit 1
