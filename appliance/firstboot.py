@@ -363,6 +363,11 @@ def _real(path: Path, root: Path) -> Path:
     return path
 
 
+def _real_step(path: Path, root: Path) -> Path:
+    target = Path(os.readlink(path))
+    return root / target.relative_to("/") if target.is_absolute() else path.parent / target
+
+
 def _apply_network(plan: NetworkPlan, paths: Paths, live: bool) -> list[str]:
     """Write hostname, .network, timesyncd drop-in, time zone under root; return the systemd units to restart.
 
@@ -391,9 +396,14 @@ def _apply_network(plan: NetworkPlan, paths: Paths, live: bool) -> list[str]:
         zone = Path("/usr/share/zoneinfo") / plan.timezone
         if live and not zone.exists():
             raise FirstbootError(located(plan.source, None, f"timezone: unknown zone {plan.timezone!r}"))
-        localtime = _real(paths.root / "etc/localtime", paths.root)
-        if localtime.is_relative_to(paths.root / "usr"):  # a plain zoneinfo link: replace the link itself
-            localtime = paths.root / "etc/localtime"
+        # Replace the last link of the chain, the one pointing into zoneinfo: /etc/localtime itself on a
+        # writable root, /var/lib/registratura-etc/localtime on the image (/etc/localtime links there).
+        localtime = paths.root / "etc/localtime"
+        while localtime.is_symlink():
+            nxt = _real_step(localtime, paths.root)
+            if not nxt.is_symlink() or nxt.is_relative_to(paths.root / "usr"):
+                break
+            localtime = nxt
         localtime.parent.mkdir(parents=True, exist_ok=True)
         tmp = localtime.with_name(".localtime.new")
         tmp.unlink(missing_ok=True)

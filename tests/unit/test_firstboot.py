@@ -256,11 +256,13 @@ def test_symlinked_files_of_a_read_only_root_are_written_through(box):
     (root / "etc/systemd/network").mkdir(parents=True)
     (root / firstboot.NETWORK_FILE).symlink_to("/var/lib/registratura-etc/network/10-registratura.network")
     (root / "etc/localtime").symlink_to("/var/lib/registratura-etc/localtime")
+    (state / "localtime").symlink_to("/usr/share/zoneinfo/UTC")  # the image's default zone
     _write(box, GOOD + FIRSTBOOT)
     assert run(_paths(box)) == 0
     assert (root / "etc/hostname").is_symlink() and (state / "hostname").read_text() == "reg-clinic1\n"
     assert "Address=192.168.1.50/24" in (state / "network/10-registratura.network").read_text()
     assert os.readlink(state / "localtime") == "/usr/share/zoneinfo/Europe/Moscow"
+    assert os.readlink(root / "etc/localtime") == "/var/lib/registratura-etc/localtime"  # the root's link kept
 
 
 def test_command_line(box):
