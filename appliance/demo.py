@@ -10,6 +10,7 @@ import time
 import wave
 from array import array
 from pathlib import Path
+from typing import Any
 
 from appliance.boxproc import REPO, BoxProcess, demo_settings, free_port
 
@@ -37,7 +38,39 @@ def _speech_segments(path: Path, frame_ms: int = 20, threshold: int = 300) -> li
     return segments
 
 
-async def _call(box: BoxProcess, heard: Path, digits: str, phone_port: int, base: Path) -> list[tuple[float, str]]:
+# The first menu answer is spoken when the box runs a recogniser (the bundled ru-commands at least).
+SPOKEN = {"1": "запись к врачу", "2": "вызвать врача на дом", "3": "больничный", "4": "прививка", "5": "анализы",
+          "6": "платные услуги", "0": "регистратура"}
+
+
+async def _speak(phone: Any, call: str, box: BoxProcess, words: str, digit: str, base: Path) -> bool:
+    """Say ``words`` (espeak-ng) into the call; True once the box notes option ``digit`` chosen by speech."""
+    from appliance.speech.prompts import EspeakRenderer
+    from appliance.store import Store
+
+    wav = base / "caller-says.wav"
+    await asyncio.get_running_loop().run_in_executor(None, EspeakRenderer().render, "ru", words, wav)
+    await phone.say(call, wav, playback_id=7)
+    deadline = time.monotonic() + 8.0
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+
+        def chosen() -> bool:
+            store = Store(box.db_path, migrate=False)
+            try:
+                events = store.recent_calls(limit=1)[0]["events"]
+            finally:
+                store.close()
+            return any(e["kind"] == "choice" and e["detail"].startswith(f"main_menu: {digit} (speech")
+                       for e in events)
+
+        if await asyncio.get_running_loop().run_in_executor(None, chosen):
+            return True
+    return False
+
+
+async def _call(box: BoxProcess, heard: Path, digits: str, phone_port: int, base: Path,
+                spoken: bool = False) -> list[tuple[float, str]]:
     from appliance.speech.prompts import EspeakRenderer
     from appliance.telephony.softphone import Softphone
 
@@ -56,8 +89,14 @@ async def _call(box: BoxProcess, heard: Path, digits: str, phone_port: int, base
         await phone.record(call, heard)
         await asyncio.sleep(11.0)  # the greeting and recording notice cannot be skipped; then the menu
         for i, digit in enumerate(digits):
-            await phone.press(call, digit)
-            say(f"caller presses {digit}")
+            words = SPOKEN.get(digit) if i == 0 and spoken else None
+            if words and await _speak(phone, call, box, words, digit, base):
+                say(f"caller says «{words}» (the box understood: option {digit})")
+            else:
+                if words:
+                    say(f"caller says «{words}»; not understood, so the caller presses {digit}")
+                await phone.press(call, digit)
+                say(f"caller presses {digit}")
             if digit == "0" and i == len(digits) - 1:
                 break
             await asyncio.sleep(6.0)
@@ -99,7 +138,8 @@ def run_demo(digits: str = "510", keep: bool = False) -> int:
         before = box.scrape()
         heard = base / "caller-heard.wav"
         print(f"Calling it from a softphone on 127.0.0.1 (flows see {DEMO_FLOW_TIME}, a working morning)...")
-        caller_lines = asyncio.run(_call(box, heard, digits, phone_port, base))
+        spoken = "spoken menu choices enabled" in box.log()
+        caller_lines = asyncio.run(_call(box, heard, digits, phone_port, base, spoken))
         time.sleep(0.5)  # let the box write the end of the call
         after = box.scrape()
     finally:
