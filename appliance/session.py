@@ -77,6 +77,7 @@ class CallSession:
         self.hangup_after: int | None = None  # playback id of the goodbye before hanging up
         self.answered_at: float | None = None
         self.recording_path: Path | None = None
+        self.recording_started: float | None = None  # wall time the recorder started (speech offsets)
         self.started = time.monotonic()
         self.ended = False
         self._events: asyncio.Queue[ev.Event] = asyncio.Queue()
@@ -246,10 +247,16 @@ class CallSession:
             _LOGGER.warning("call %s: speech not recognised: %s", self.call_id, exc)
             return
         metrics.SPEECH_DECODE.observe(heard.decode_seconds)
-        # An ask hears phone numbers and dates of birth: its timeline keeps the length, not the words.
-        what = f"{len(heard.text.split())} words" if isinstance(node, AskNode) else f"'{heard.text}'"
+        # A digits ask hears phone numbers and dates of birth: its timeline keeps the length, not the words.
+        # A speech ask (a home visit's reason) is kept as said; its audio is in the call's recording.
+        secret = isinstance(node, AskNode) and node.input != "speech"
+        what = f"{len(heard.text.split())} words" if secret else f"'{heard.text}'"
+        where = ""
+        if self.recording_path is not None and self.recording_started is not None:
+            said_at = time.time() - self.recording_started - heard.audio_seconds - heard.decode_seconds
+            where = f"; in the recording at {max(0.0, said_at):.1f} s"
         await self._note("speech", f"{node.id}: heard {what} ({heard.confidence:.2f}, {heard.audio_seconds:.1f} s "
-                                   f"of audio, {heard.decode_seconds * 1000:.0f} ms)")
+                                   f"of audio, {heard.decode_seconds * 1000:.0f} ms{where})")
         if not heard.empty and not self.ended:
             await self._step(ev.SpeechHeard(self.call_id, heard.text, heard.confidence))
 
@@ -268,7 +275,8 @@ class CallSession:
             gate = withheld_gate(self.flow, self.deps.region)  # type a number first, then the clinic's flow
             self.flows, self.flow = {**self.flows, gate.name: gate}, gate
         ctx = self.deps.engine.CallContext(
-            caller=self.caller, withheld=withheld, called=self.offered.called, variables={}
+            caller=self.caller, withheld=withheld, called=self.offered.called, variables={},
+            listening=self.deps.asr is not None,
         )
         self.state, actions = self.deps.engine.start(self.flow, ctx, self.deps.now(), self.flows)
         await self._execute(actions)
@@ -289,6 +297,7 @@ class CallSession:
             # Durable first: the path is in the record before the first byte is written.
             await self._db(self.deps.store.store.set_recording, self.record_id, str(path))
             await self.deps.telephony.start_recording(self.call_id, path, stereo=self.deps.recording_stereo)
+            self.recording_started = time.time()
             if guard is not None:  # stopped cleanly if the disk fills; sealed after the call
                 guard.started(self.call_id, self.record_id, path, self.deps.telephony)
         except (OSError, RegistraturaError) as exc:

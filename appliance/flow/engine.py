@@ -221,6 +221,9 @@ def _enter_menu(run: _Run, state: CallState, flow: Flow, node: MenuNode, typeahe
 
 
 def _enter_ask(run: _Run, state: CallState, flow: Flow, node: AskNode, typeahead: str) -> CallState:
+    if node.input == "speech" and not state.context.listening:  # nothing could hear the words: move on
+        run.emit(Note("collected", f"{node.var}: skipped (no speech recogniser)"))
+        return _next(run, state, node.next)
     return _play(run, state, node.prompts, node.interruptible)
 
 
@@ -406,6 +409,12 @@ def _on_dtmf(run: _Run, state: CallState, event: DtmfReceived) -> CallState:
         return state  # announcements before a hand-over or after a callback ignore keys
     if state.playing and not node.interruptible:
         return state
+    if isinstance(node, AskNode) and node.input == "speech":
+        if event.digit != "#":
+            return state  # words are wanted; "#" skips the question
+        state = _cancel_timer(run, _stop(run, state), NO_INPUT)
+        run.emit(SetVar(node.var, ""), Note("collected", f"{node.var}: skipped by the caller (#)"))
+        return _next(run, replace(state, vars=MappingProxyType({**state.vars, node.var: ""})), node.next)
     state = _cancel_timer(run, _stop(run, state), NO_INPUT)
     if isinstance(node, MenuNode):
         return _menu_choice(run, state, flow, node, event.digit)
@@ -466,6 +475,12 @@ def _on_speech(run: _Run, state: CallState, event: SpeechHeard) -> CallState:
 
 
 def _ask_speech(run: _Run, state: CallState, flow: Flow, node: AskNode, text: str) -> CallState:
+    if node.input == "speech":  # free words: kept as said (the session keeps the audio too)
+        text = " ".join(text.split())
+        state = _cancel_timer(run, _stop(run, state), NO_INPUT)
+        run.emit(SetVar(node.var, text), Note("collected", f"{node.var}: {len(text.split())} words (speech)"))
+        state = replace(state, vars=MappingProxyType({**state.vars, node.var: text}))
+        return _next(run, state, node.next)
     if state.phase == "confirm":
         answer = keywords.yes_no(text)
         if answer is None:

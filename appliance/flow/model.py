@@ -100,6 +100,7 @@ class AskNode(Node):
     terminator: str = "#"  # "" = none; the key "*" always clears what was typed so far
     pattern: str | None = None  # a regular expression the whole input must match
     confirm: tuple[str, ...] = ()  # read back and ask 1 = yes / 2 = type again; "$digits" = the input
+    input: str = "digits"  # digits: keys or numbers said aloud; speech: free words (a home visit's reason)
     interruptible: bool = True
     timeout: float | None = None
     interdigit_timeout: float | None = None

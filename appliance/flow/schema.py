@@ -44,7 +44,7 @@ _KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "menu": (("prompts", "options"), _MENU_TAIL),
     "ask": (
         ("prompts", "var", "next"),
-        ("min_length", "max_length", "terminator", "pattern", "confirm", "interdigit_timeout", *_MENU_TAIL),
+        ("input", "min_length", "max_length", "terminator", "pattern", "confirm", "interdigit_timeout", *_MENU_TAIL),
     ),
     "branch": (("cases", "default"), ()),
     "queue": (("queue",), ("prompts",)),
@@ -215,6 +215,11 @@ def _build_ask(f: SourceFile, x: Fields, base: dict[str, Any]) -> Node:
             )
     confirm = x.prompts("confirm")
     var = x.name("var", VAR_NAME, "use letters, digits and _ (e.g. callback_number)") or ""
+    kind = x.text("input") or "digits"
+    if kind not in ("digits", "speech"):
+        f.err(x.line("input"), x.id, f"input '{kind}' is not allowed", "use digits (keys or spoken numbers) or "
+              "speech (free words, kept as text and audio)")
+        kind = "digits"
     return AskNode(
         **base,
         prompts=x.prompts("prompts"),
@@ -225,6 +230,7 @@ def _build_ask(f: SourceFile, x: Fields, base: dict[str, Any]) -> Node:
         terminator=terminator or "",
         pattern=pattern,
         confirm=confirm,
+        input=kind,
         interdigit_timeout=x.number("interdigit_timeout"),
         **_menu_tail(x),
     )

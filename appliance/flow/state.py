@@ -17,6 +17,7 @@ class CallContext:
     withheld: bool = False
     called: str = ""
     variables: Mapping[str, str] = field(default_factory=dict)
+    listening: bool = False  # a recogniser is on: speech asks wait for words (else they are skipped)
 
 
 @dataclass(frozen=True, slots=True)

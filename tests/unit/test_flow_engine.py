@@ -762,3 +762,33 @@ def test_ask_spoken_no_asks_again_and_unclear_speech_counts_as_invalid(tmp_path)
     call.done()
     actions = call.send(SpeechHeard("c1", "я не знаю", 0.5))  # no digits at all
     assert call.of(Play, actions)[0].prompts[0] == "number_invalid"
+
+
+REASON = """
+entry: {type: ask, input: speech, prompts: [home_visit], var: reason, next: done}
+done: {type: hangup}
+"""
+
+
+def test_a_speech_ask_keeps_the_words_and_goes_on(tmp_path):
+    from dataclasses import replace as dc_replace
+
+    call = Call(make_flow(tmp_path, REASON), ctx=dc_replace(CALLER, listening=True))
+    call.done()
+    actions = call.press("5")
+    assert actions == []  # words are wanted, keys other than # do nothing
+    actions = call.send(SpeechHeard("c1", "температура  и кашель", 0.9))
+    assert SetVar("reason", "температура и кашель") in actions
+    assert Note("collected", "reason: 3 words (speech)") in actions
+    assert actions[-1] == Hangup("completed", ())
+
+
+def test_a_speech_ask_is_skipped_by_hash_or_without_a_recogniser(tmp_path):
+    from dataclasses import replace as dc_replace
+
+    call = Call(make_flow(tmp_path, REASON), ctx=dc_replace(CALLER, listening=True))
+    call.done()
+    assert Note("collected", "reason: skipped by the caller (#)") in call.press("#")
+    call = Call(make_flow(tmp_path, REASON))  # no recogniser: nobody could hear the words
+    assert Note("collected", "reason: skipped (no speech recogniser)") in call.log
+    assert call.state.finished

@@ -382,3 +382,11 @@ def test_graph_mermaid_and_dot_show_nodes_and_labelled_edges():
     assert '"to_reception" [label="to_reception\\nqueue: reception", shape=box3d];' in dot
     with pytest.raises(ValueError):
         graph(flow, "png")
+
+
+def test_ask_input_must_be_digits_or_speech(tmp_path):
+    text = GOOD.replace('"1": appointment', '"1": reason') + (
+        "  reason:\n    type: ask\n    input: voice\n    prompts: [greeting]\n    var: reason\n    next: bye\n")
+    text = text.replace("  appointment:\n    type: say\n    prompts: [appointment_info]\n    next: bye\n", "")
+    found = problems(tmp_path, text)
+    assert len(found) == 1 and "node 'reason': input 'voice' is not allowed; use digits" in found[0]
