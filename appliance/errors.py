@@ -35,6 +35,12 @@ class TelephonyError(RegistraturaError):
     code = "E300"
 
 
+class CallGone(TelephonyError):
+    """A command for a call that has ended meanwhile (its CallEnded is on the way): nothing to do."""
+
+    code = "E301"
+
+
 class StoreError(RegistraturaError):
     """The database could not be opened or migrated."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from appliance import events as ev
 from appliance import metrics
-from appliance.errors import RegistraturaError
+from appliance.errors import CallGone, RegistraturaError
 from appliance.flow.model import CALLER_VAR, AskNode, MenuNode
 from appliance.numbers import is_withheld, mask, normalize
 from appliance.recordings import merge_stereo_parts
@@ -122,6 +122,8 @@ class CallSession:
                 event = await self._events.get()
                 try:
                     await self._handle(event)
+                except CallGone as exc:  # the caller hung up meanwhile: the CallEnded is next in the queue
+                    _LOGGER.debug("call %s: %s", self.call_id, exc)
                 except RegistraturaError as exc:
                     _LOGGER.warning("call %s: %s", self.call_id, exc)
                     await self._note("error", str(exc))

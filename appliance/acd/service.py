@@ -33,7 +33,7 @@ from appliance.acd.model import (
     StopRinging,
 )
 from appliance.acd.queue import QueueCore
-from appliance.errors import RegistraturaError
+from appliance.errors import CallGone, RegistraturaError
 from appliance.numbers import is_withheld, mask
 from appliance.security.marks import feature_code, mark_call
 from appliance.speech import phrases
@@ -254,6 +254,8 @@ class QueueService:
         for action in step.actions:
             try:
                 await self._act(queue, action)
+            except CallGone as exc:  # hung up meanwhile (a burst of hang-ups): its CallEnded follows
+                _LOGGER.debug("queue %s: %s skipped: %s", queue, type(action).__name__, exc)
             except RegistraturaError as exc:
                 _LOGGER.warning("queue %s: %s failed: %s", queue, type(action).__name__, exc)
 

@@ -31,7 +31,7 @@ from typing import Any
 import pjsua2 as pj
 
 from appliance import metrics
-from appliance.errors import TelephonyError
+from appliance.errors import CallGone, TelephonyError
 from appliance.events import (
     CallAnswered,
     CallEnded,
@@ -1121,7 +1121,7 @@ class PjsuaTelephony:
     def _rec(self, call_id: str) -> _CallRec:
         rec = self._calls.get(call_id)
         if rec is None:
-            raise TelephonyError(f"call {call_id} is gone")
+            raise CallGone(f"call {call_id} is gone")
         return rec
 
     async def answer(self, call_id: str) -> None:
