@@ -97,3 +97,37 @@ def test_a_spoken_phone_number_is_stored_for_the_callback(make_box, phone, loop_
     finally:
         store.close()
     assert (cb.number, cb.reason) == ("+79161234567", "after_hours")
+
+
+REASON_FLOW = """\
+language: ru
+start: reason
+nodes:
+  reason: {type: ask, input: speech, prompts: [home_visit], var: reason, next: bye}
+  bye: {type: hangup, goodbye: [goodbye]}
+"""
+
+
+def test_free_words_are_kept_with_their_place_in_the_recording(make_box, phone, loop_thread, tmp_path):
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "reason.yaml").write_text(REASON_FLOW, encoding="utf-8")
+    box = make_box(flows_dir=flows, main="reason")
+    words = _words(tmp_path, "высокая температура и кашель")
+
+    async def scenario() -> None:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        await _until(box, _played("home_visit"), timeout=20, what="the question")
+        await asyncio.sleep(1.0)
+        await phone.say(call, words)
+        await phone.ended(call, timeout=30)  # the words taken, goodbye, the box hangs up
+
+    loop_thread.run(scenario(), timeout=90)
+    [call] = wait_for_call_end(box.db_path)
+    assert call["outcome"] == "completed"
+    collected = _kinds(call, "collected")
+    assert len(collected) == 1 and collected[0].startswith("reason: ") and collected[0].endswith("words (speech)")
+    assert not collected[0].startswith("reason: 0 ")
+    [heard] = [d for d in _kinds(call, "speech") if d.startswith("reason: heard '")]
+    assert "in the recording at " in heard and call["recording"]
