@@ -223,6 +223,12 @@ jcheck "service ready (sd_notify) with the box's own SIP stack" "SIP stack: pjsu
 failed=$(grep -E "Failed to start|Failed with result" "$work/journal.txt" | sed -E 's/.*Failed to start ([^ ]+).*/\1/; s/.*: ([^ :]+): Failed with result.*/\1/' | sort -u | tr '\n' ' ')
 if [ -z "$failed" ]; then pass "guest: no unit failed"; else fail "guest: units failed: $failed"; fi
 
+# First boot renamed the technician's file on the FAT partition.
+if mdir -b -i "$work/disk.raw@@$esp_off" ::/registratura 2>/dev/null | grep -q "registratura.yaml.applied"; then
+    pass "ESP: registratura.yaml renamed registratura.yaml.applied"
+else
+    fail "ESP: no registratura.yaml.applied"
+fi
 [ "$keep" = 1 ] || rm -f "$work/disk.raw"
 if [ "$fails" = 0 ]; then echo "PASS image/test_boot.sh: the image boots, serves /metrics and takes a SIP call"; exit 0; fi
 echo "FAIL image/test_boot.sh: $fails check(s) failed (work directory $work)"; exit 1
