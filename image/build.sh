@@ -28,20 +28,10 @@ start=$(date +%s)
 [ "$(uname -m)" = x86_64 ] || echo "warning: host is $(uname -m); the wheels must match the image (x86_64)" >&2
 
 stage="$out/stage"
-rm -rf "$stage"
-mkdir -p "$stage"
-cp -a "$here/mkosi" "$stage/mkosi"
+. "$here/common.sh"
+stage_mkosi "$repo" "$stage"   # image/mkosi copy + units, firewall, first-boot script, sources in mkosi.extra/
 extra="$stage/mkosi/mkosi.extra"
 app="$extra/opt/registratura"
-mkdir -p "$app/wheels" "$app/bin" "$extra/etc/systemd/system" "$extra/etc/nftables.d"
-
-# Sources (tracked and new files, not ignored ones) for flows, voices, example settings, first-boot script.
-mkdir -p "$app/src"
-(cd "$repo" && git ls-files -co --exclude-standard -z | xargs -0 tar -c --no-recursion) | tar -x -C "$app/src"
-cp "$repo/README.md" "$app/README.md"
-cp "$repo"/systemd/*.service "$repo"/systemd/*.timer "$extra/etc/systemd/system/"
-mkdir -p "$extra/etc/initramfs-tools"
-cp "$repo/image/nftables/registratura.nft" "$extra/etc/nftables.d/registratura.nft.example"
 
 if [ "$summary" = 1 ]; then
     cd "$stage/mkosi" && exec mkosi summary
@@ -58,18 +48,11 @@ cp "$pj"/*.whl "$app/wheels/"
 # The PyPI pjsua2-python (4 calls, x86_64 only) must not end up in the image.
 rm -f "$app/wheels"/pjsua2_python-*.whl
 
-# systemd-nspawn (mkosi runs apt and mkosi.postinst through it) outside a systemd-booted host: no system bus
-# to register a scope (--nspawn-keep-unit), and it refuses to clean up its propagation directory unless that
-# is on tmpfs (containers often have /run on the overlay).
-keep=""
-[ -d /run/systemd/system ] || keep="--nspawn-keep-unit"
-if [ "$(stat -f -c %T /run 2>/dev/null)" != tmpfs ] && ! mountpoint -q /run/systemd/nspawn 2>/dev/null; then
-    mkdir -p /run/systemd/nspawn && mount -t tmpfs -o mode=0755 tmpfs /run/systemd/nspawn
-fi
+nspawn_prepare   # common.sh: --nspawn-keep-unit and a tmpfs on /run/systemd/nspawn in a container
 cd "$stage/mkosi"
 mkdir -p mkosi.output
 t0=$(date +%s)
-mkosi --force $keep build
+mkosi --force $nspawn_keep build
 t1=$(date +%s)
 cp mkosi.output/root.manifest "$out/registratura-x86_64.manifest.json"
 cp mkosi.output/root/opt/registratura/IMAGE-INFO.json "$out/IMAGE-INFO.json"
