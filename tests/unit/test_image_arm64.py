@@ -1,0 +1,103 @@
+"""The arm64 / Raspberry Pi image build's fast parts: the plan (--dry-run), the boot files, the mkosi drop-in.
+
+The build itself (mkosi under qemu-user, minutes to an hour) is not run here; see image/README.md.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+IMAGE = Path(__file__).resolve().parents[2] / "image"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", *args], capture_output=True, text=True, timeout=30, check=False)
+
+
+def boot_files(text: str) -> tuple[str, str]:
+    config = text.split("== config.txt\n", 1)[1].split("== cmdline.txt\n", 1)[0]
+    cmdline = text.split("== cmdline.txt\n", 1)[1]
+    return config, cmdline
+
+
+def test_config_txt_boots_the_pi4_in_64_bit_with_the_watchdog() -> None:
+    res = run(str(IMAGE / "assemble_pi.sh"), "--print-boot-config", "--kernel", "6.1.0-99-arm64",
+              "--disk-id", "1a2b3c4d")
+    assert res.returncode == 0, res.stderr
+    config, _ = boot_files(res.stdout)
+    lines = [ln for ln in config.splitlines() if ln and not ln.startswith("#")]
+    assert "arm_64bit=1" in lines
+    assert "dtparam=watchdog=on" in lines
+    assert "upstream_kernel=1" in lines  # Debian's mainline kernel and DTB names
+    assert "kernel=vmlinuz-6.1.0-99-arm64" in lines
+    assert "initramfs initrd.img-6.1.0-99-arm64 followkernel" in lines
+
+
+def test_cmdline_txt_is_one_line_with_a_read_only_squashfs_root_by_partuuid() -> None:
+    res = run(str(IMAGE / "assemble_pi.sh"), "--print-boot-config", "--kernel", "6.1.0-99-arm64",
+              "--disk-id", "1a2b3c4d", "--cmdline", "console=ttyS1,115200")
+    assert res.returncode == 0, res.stderr
+    _, cmdline = boot_files(res.stdout)
+    assert cmdline.count("\n") == 1 and cmdline.endswith("\n")  # the firmware reads the first line only
+    words = cmdline.split()
+    assert "root=PARTUUID=1a2b3c4d-02" in words  # MBR: <disk id>-<partition number>
+    assert {"ro", "rootfstype=squashfs", "rootwait", "console=ttyS1,115200"} <= set(words)
+    assert "rw" not in words
+
+
+def test_dry_run_prints_the_plan_and_says_pjsua2_is_not_installed(tmp_path: Path) -> None:
+    res = run(str(IMAGE / "build_arm64.sh"), "--dry-run", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    assert "NOT INSTALLED" in res.stdout and "tools/build_pjsua2.sh" in res.stdout
+    assert str(tmp_path / "out" / "registratura-arm64.img") in res.stdout
+    assert "arm_64bit=1" in res.stdout and "root=PARTUUID=DISKID-02" in res.stdout
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_dry_run_with_a_wheel_dir_uses_it(tmp_path: Path) -> None:
+    res = run(str(IMAGE / "build_arm64.sh"), "--dry-run", "--pjsua2-wheel", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert f"arm64 wheel from {tmp_path}" in res.stdout
+    assert "NOT INSTALLED" not in res.stdout
+
+
+@pytest.mark.parametrize("args", [("--pjsua2-wheel", "a", "--build-pjsua2", "b"), ("--bogus",)])
+def test_bad_arguments_are_refused(args: tuple[str, ...]) -> None:
+    res = run(str(IMAGE / "build_arm64.sh"), "--dry-run", *args)
+    assert res.returncode == 2
+    assert res.stderr
+
+
+def test_help_is_the_header() -> None:
+    res = run(str(IMAGE / "build_arm64.sh"), "--help")
+    assert res.returncode == 0
+    assert "Usage:" in res.stdout and "--pjsua2-wheel DIR" in res.stdout and "set -eu" not in res.stdout
+
+
+def test_mkosi_drop_in_swaps_the_kernel_and_boot_loader_for_the_pi() -> None:
+    def parse(path: Path) -> configparser.ConfigParser:
+        cp = configparser.ConfigParser(interpolation=None, strict=False)
+        cp.optionxform = str  # type: ignore[assignment,method-assign]
+        cp.read(path)
+        return cp
+
+    base, arm = parse(IMAGE / "mkosi" / "mkosi.default"), parse(IMAGE / "arm64" / "mkosi.arm64.conf")
+    base_pkgs = base["Content"]["Packages"].split()
+    arm_pkgs = arm["Content"]["Packages"].split()
+    assert arm["Distribution"]["Architecture"] == "aarch64"
+    assert "non-free-firmware" in arm["Distribution"]["Repositories"]  # raspi-firmware lives there
+    for removed in ("linux-image-amd64", "systemd-boot-efi"):
+        assert removed in base_pkgs and f"!{removed}" in arm_pkgs
+    assert {"linux-image-arm64", "raspi-firmware"} <= set(arm_pkgs)
+
+
+def test_both_builds_share_the_staging() -> None:
+    for script in ("build.sh", "build_arm64.sh"):
+        text = (IMAGE / script).read_text()
+        assert re.search(r'^\. "\$here/common.sh"$', text, re.M), script
+        assert 'stage_mkosi "$repo" "$stage"' in text, script
