@@ -44,8 +44,12 @@ def test_smoke_pipeline_exports_a_model_the_box_loads(tmp_path):
     assert report["int8_bytes"] < 10 * 2 ** 20
     assert report["torch_vs_onnx_fp32_max_abs"] < 1e-3
     for key in ("sherpa_vs_features_fp32", "sherpa_vs_features_int8"):
-        assert report[key]["same_tokens"] == report[key]["clips"] > 0
-    assert report["feature_echo_probe"]["agree_fraction"] >= 0.97  # wrong options score 0.19-0.94 (features.py)
+        # A one-epoch smoke model is nearly flat, so a near-tie between two letters can flip a clip (17-20 of 20
+        # agree); a wrong front end flips most of them.
+        assert report[key]["clips"] >= 10 and report[key]["same_tokens"] >= 0.8 * report[key]["clips"], report[key]
+    # On 20 short smoke clips the right front end scores 0.966-0.985 here (sherpa's timestamp sometimes lands a
+    # frame or two off the run it names); wrong options score 0.94 (window, pre-emphasis) down to 0.19 (features.py).
+    assert report["feature_echo_probe"]["agree_fraction"] >= 0.955, report["feature_echo_probe"]
     assert json.loads((tmp_path / "eval.json").read_text())["clips"] > 0
 
     sherpa.check_nemo_ctc(export / "model.int8.onnx", export / "tokens.txt")

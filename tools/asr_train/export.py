@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         from tools.asr_train import features as F
         from tools.asr_train.train import load_clips
 
-        rows = load_clips(args.clips, "test", args.n_check) or load_clips(args.clips, "train", args.n_check)
+        rows = load_clips(args.clips, "test", args.n_check)  # topped up from train (a smoke run has few test clips)
+        rows += load_clips(args.clips, "train", args.n_check)[: max(args.n_check - len(rows), 0)]
         audio = [r["audio"] for r in rows]
         report["torch_vs_onnx_fp32_max_abs"] = compare_torch_onnx(args.ckpt, fp32, audio)
         report["sherpa_vs_features_fp32"] = F.check_against_sherpa(str(fp32), str(tokens), audio)

@@ -94,14 +94,15 @@ class PiperVoice:
         return trim(resample(x, self.rate, RATE))
 
 
-def plan(items: list[dict], variants: int, seed: int) -> list[dict]:
-    """Which voice/speed/pitch renders which phrase: ``variants`` training renderings per phrase plus one held-out
+def plan(items: list[dict], variants: int, seed: int, per_kind: dict[str, int] | None = None) -> list[dict]:
+    """Which voice/speed/pitch renders which phrase: ``variants`` training renderings per phrase (``per_kind``
+    overrides it by kind: short menu answers need many voices, not many repeats of one) plus one held-out
     rendering (held-out voice or speed) for the test split."""
     rng = random.Random(seed)
     train_voices = [v for v in VARIANTS if v not in HELD_OUT]
     jobs = []
     for i, it in enumerate(items):
-        for j in range(variants):
+        for j in range((per_kind or {}).get(it["kind"].split(":")[0], variants)):
             jobs.append({**it, "voice": rng.choice(train_voices), "speed": rng.choice(SPEEDS),
                          "pitch": rng.choice(PITCHES), "split": "train", "id": f"{i:05d}-{j}"})
         if it["kind"].startswith(("menu", "phone", "key", "yesno", "free")):
@@ -256,11 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phrases", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--variants", type=int, default=6, help="training renderings per phrase")
+    ap.add_argument("--kind-variants", default="", help="renderings by kind, e.g. 'menu=24,yesno=24'")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     items = [json.loads(line) for line in args.phrases.read_text(encoding="utf-8").splitlines() if line]
-    clips = render(plan(items, args.variants, args.seed), args.out / "wav", args.jobs)
+    per_kind = {k.strip(): int(v) for k, v in (p.split("=") for p in args.kind_variants.split(",") if p.strip())}
+    clips = render(plan(items, args.variants, args.seed, per_kind), args.out / "wav", args.jobs)
     with open(args.out / "clips.jsonl", "w", encoding="utf-8") as f:
         for c in clips:
             f.write(json.dumps(c, ensure_ascii=False) + "\n")

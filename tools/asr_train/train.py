@@ -79,6 +79,29 @@ def collate(items: list[tuple[np.ndarray, str]]) -> tuple[torch.Tensor, torch.Te
             torch.tensor([len(lab) for lab in labels], dtype=torch.long))
 
 
+class Batches(torch.utils.data.Dataset):
+    """One epoch's batches, augmented and turned into features in a worker process: on 2 cores the augmentation
+    (as costly as the training step) then runs beside the model instead of before it."""
+
+    def __init__(self, batches: list[list[dict]], pool: list[np.ndarray], strength: float, seed: int) -> None:
+        self.batches, self.pool, self.strength, self.seed = batches, pool, strength, seed
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        rng = np.random.default_rng((self.seed, i))
+        return collate([(synth.augment(r["audio"], rng, self.pool, self.strength), r["text"]) for r in self.batches[i]])
+
+
+def one_cycle(progress: float, peak: float, warm: float = 0.15) -> float:
+    """OneCycle's cosine shape over a fraction of the run (steps or wall time): up from peak/25, down to ~0."""
+    if progress < warm:
+        return peak / 25 + (peak - peak / 25) * (1 - math.cos(math.pi * progress / warm)) / 2
+    p = min((progress - warm) / (1 - warm), 1.0)
+    return peak / 1e4 + (peak - peak / 1e4) * (1 + math.cos(math.pi * p)) / 2
+
+
 def cer(ref: str, hyp: str) -> tuple[int, int]:
     d = list(range(len(hyp) + 1))
     for i, a in enumerate(ref, 1):
@@ -114,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--augment", type=float, default=1.0, help="augmentation strength (0: clean clips)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="processes that augment the next batches (0: inline)")
+    ap.add_argument("--minutes", type=float, default=0, help="a wall-time budget: the LR schedule follows the "
+                    "clock and training stops when it is spent (for a run that must end by a given time)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--init", type=Path, help="start from this checkpoint's weights (a fine-tuning run)")
     ap.add_argument("--mix", default="", help="training mix by clip kind, e.g. 'menu=6,yesno=6,key=6,phone=0.3': "
@@ -122,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    rng, nrng = random.Random(args.seed), np.random.default_rng(args.seed)
+    rng = random.Random(args.seed)
     train_rows = load_clips(args.clips, "train", args.limit)
     test_rows = load_clips(args.clips, "test", max(args.limit // 3, 0) if args.limit else 0)
     pool = [r["audio"] for r in train_rows[:200]]  # babble sources
@@ -136,28 +162,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"train: {len(train_rows)} clips, test: {len(test_rows)}; model {args.size}, {n_params(model)} parameters")
     steps_per_epoch = len(batches(train_rows, args.batch_frames, random.Random(0)))
     total = args.epochs * steps_per_epoch if not args.max_steps else min(args.max_steps, args.epochs * steps_per_epoch)
+    budget = args.minutes * 60
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=max(total, 1), pct_start=0.15)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     args.out.mkdir(parents=True, exist_ok=True)
     log = open(args.out / "train.log", "a", encoding="utf-8")
     step, t0, best = 0, time.time(), math.inf
+
+    def spent() -> bool:
+        return step >= total or (budget and time.time() - t0 >= budget)
+
     for epoch in range(args.epochs):
         losses = []
-        for batch in batches(train_rows, args.batch_frames, rng):
-            if step >= total:
+        data = Batches(batches(train_rows, args.batch_frames, rng), pool, args.augment, args.seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=args.workers,
+                                             prefetch_factor=4 if args.workers else None)
+        for x, lx, y, ly in loader:
+            if spent():
                 break
-            items = [(synth.augment(r["audio"], nrng, pool, args.augment), r["text"]) for r in batch]
-            x, lx, y, ly = collate(items)
+            progress = (time.time() - t0) / budget if budget else step / max(total, 1)
+            for g in opt.param_groups:
+                g["lr"] = one_cycle(progress, args.lr)
             logp = model(x, lx)
             loss = ctc(logp.transpose(0, 1), y, model.out_lengths(lx), ly)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
-            sched.step()
             step += 1
-            losses.append(float(loss))
+            losses.append(loss.item())
         ev = evaluate(model, test_rows) if test_rows else {"cer": float("nan"), "exact": float("nan"), "n": 0}
         line = (f"epoch {epoch + 1} step {step} loss {np.mean(losses) if losses else float('nan'):.3f} "
                 f"test CER {ev['cer']:.3f} exact {ev['exact']:.3f} ({ev['n']}) {time.time() - t0:.0f}s")
@@ -170,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ev["cer"] >= best:  # nan (no test set) counts as better
             best = ev["cer"]
             torch.save(ckpt, args.out / "best.pt")
-        if step >= total:
+        if spent():
             break
     return 0
 
