@@ -83,7 +83,10 @@ cat > "$tree/etc/fstab" <<EOF
 # Written by image/assemble_pi.sh. Root: squashfs, read-only (root=PARTUUID=$disk_id-02 in cmdline.txt).
 PARTUUID=$disk_id-03  /var  ext4  defaults,noatime,commit=30  0  2
 # The FAT partition read-write, so first boot can rename the technician's files (*.applied / *.rejected).
-PARTUUID=$disk_id-01  /boot/firmware  vfat  umask=0077,shortname=winnt,flush,nofail,x-systemd.device-timeout=10s  0  2
+# 60 s for its device (x86: 10 s): under qemu TCG emulation (virt) udev needed ~28 s, a slow SD card or USB
+# SSD may too, and first boot (ordered after this mount) must not miss registratura.yaml. nofail: a box whose
+# FAT partition is gone still boots, 60 s later.
+PARTUUID=$disk_id-01  /boot/firmware  vfat  umask=0077,shortname=winnt,flush,nofail,x-systemd.device-timeout=60s  0  2
 # The root is read-only: /tmp is memory (systemd also needs it to set up services' private /dev).
 tmpfs  /tmp  tmpfs  mode=1777,nosuid,nodev,size=256M  0  0
 EOF
