@@ -41,6 +41,13 @@ class CallGone(TelephonyError):
     code = "E301"
 
 
+class StackMissing(TelephonyError, ImportError):
+    """pjsua2 is not installed (an arm64 image built without the box's own wheel). Also an ImportError, so code
+    that merely probes for the stack keeps working."""
+
+    code = "E302"
+
+
 class StoreError(RegistraturaError):
     """The database could not be opened or migrated."""
 

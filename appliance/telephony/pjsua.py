@@ -28,10 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pjsua2 as pj
+from appliance.errors import CallGone, StackMissing, TelephonyError
+
+try:
+    import pjsua2 as pj
+except ImportError as exc:  # a clear line for `check` and `run`, not a traceback
+    raise StackMissing(f"the SIP stack pjsua2 is not installed ({exc}); install the box's own wheel built by "
+                       "tools/build_pjsua2.sh for this machine's architecture (see image/README.md)") from exc
 
 from appliance import metrics
-from appliance.errors import CallGone, TelephonyError
 from appliance.events import (
     CallAnswered,
     CallEnded,

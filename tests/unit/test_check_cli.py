@@ -68,3 +68,16 @@ def test_check_refuses_withheld_ask_without_its_prompts(tmp_path):
     out = _check(tmp_path, settings)
     assert out.returncode == 1
     assert "security.withheld is 'ask' but voices/ru/prompts.yaml lacks withheld_ask" in out.stderr
+
+
+def test_check_and_run_say_clearly_when_the_sip_stack_is_missing(tmp_path):
+    # An arm64 image built without the box's own pjsua2 wheel: one line with the code and the fix, no traceback.
+    config = tmp_path / "registratura.yaml"
+    config.write_text(yaml.safe_dump(demo_settings(tmp_path, rtp_base=47000), allow_unicode=True), encoding="utf-8")
+    hide = "import sys; sys.modules['pjsua2'] = None; from appliance.cli import main; sys.exit(main(sys.argv[1:]))"
+    for command in ("check", "run"):
+        out = subprocess.run([sys.executable, "-c", hide, "--config", str(config), command],
+                             capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert out.returncode == 1, (command, out.stderr)
+        assert "E302: the SIP stack pjsua2 is not installed" in out.stderr, (command, out.stderr)
+        assert "tools/build_pjsua2.sh" in out.stderr and "Traceback" not in out.stderr, (command, out.stderr)
