@@ -4,6 +4,7 @@ the python named by ASR_TRAIN_PYTHON (the training venv; the box's venv stays fr
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -51,6 +52,9 @@ def test_smoke_pipeline_exports_a_model_the_box_loads(tmp_path):
     # frame or two off the run it names); wrong options score 0.94 (window, pre-emphasis) down to 0.19 (features.py).
     assert report["feature_echo_probe"]["agree_fraction"] >= 0.955, report["feature_echo_probe"]
     assert json.loads((tmp_path / "eval.json").read_text())["clips"] > 0
+    card = (tmp_path / "MODEL_CARD.md").read_text(encoding="utf-8")  # written from the run's own records
+    digest = hashlib.sha256((export / "model.int8.onnx").read_bytes()).hexdigest()
+    assert "menu intent" in card and f"sha256 `{digest}`" in card
 
     sherpa.check_nemo_ctc(export / "model.int8.onnx", export / "tokens.txt")
     asr = sherpa.load_asr("ru-commands", "nemo_ctc", export, 16000, files=["model.int8.onnx", "tokens.txt"])

@@ -35,6 +35,7 @@ if [ "$mode" = smoke ]; then
         --n-check 20
     run "$BOX_PY" -m tools.asr_train.evaluate --model-dir "$work/export" --clips "$work/clips" --limit 10 \
         --out "$work/eval.json"
+    run "$BOX_PY" -m tools.asr_train.card --work "$work" --out "$work/MODEL_CARD.md"
 else
     run "$TRAIN_PY" -m tools.asr_train.vocab --flows ivr_flows --out "$work/phrases.jsonl" --numbers 1500
     # Short answers get many voices/speeds/pitches (30 renderings), the long number phrases 6: menu answers, yes/no
@@ -47,7 +48,8 @@ else
         --minutes "${MINUTES:-118}" --threads 1 --workers 1 --lr 2e-3 --mix "number=0.5,date=0.5"
     run "$TRAIN_PY" -m tools.asr_train.export --ckpt "$work/run/last.pt" --out "$work/export" --clips "$work/clips"
     run "$BOX_PY" -m tools.asr_train.evaluate --model-dir "$work/export" --clips "$work/clips" --out "$work/eval.json"
-    echo "full run done: review $work/eval.json, then copy $work/export/{model.int8.onnx,tokens.txt} to" \
-         "models/ru-commands/ and fill models/ru-commands/MODEL_CARD.md (template in tools/asr_train/README.md)"
+    run "$BOX_PY" -m tools.asr_train.card --work "$work" --out "$work/MODEL_CARD.md"
+    echo "full run done: review $work/eval.json and $work/MODEL_CARD.md, then copy $work/export/{model.int8.onnx," \
+         "tokens.txt} and the card to models/ru-commands/ and pin the two sha256 (in the card) in models/manifest.yaml"
 fi
 echo "asr_train $mode: $(( $(date +%s) - start )) s wall in $work" >&2

@@ -1,0 +1,103 @@
+"""Stage 7: the model card, written from the run's own records (clips, train.log, export.json, eval.json), so
+every figure in ``models/ru-commands/MODEL_CARD.md`` comes from the files of the run that built the model.
+
+    python -m tools.asr_train.card --work build/asr_train/full --out models/ru-commands/MODEL_CARD.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import hashlib
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import onnx
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _espeak_version() -> str:
+    try:
+        out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "espeak-ng"
+    return " ".join(out.split()[:4])
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def render(work: Path) -> str:
+    clips = [json.loads(x) for x in (work / "clips" / "clips.jsonl").read_text(encoding="utf-8").splitlines() if x]
+    train = [c for c in clips if c["split"] == "train"]
+    test = [c for c in clips if c["split"] == "test"]
+    phrases = {c["text"] for c in clips}
+    kinds = collections.Counter(c["kind"].split(":")[0] for c in train)
+    hours = sum(c["seconds"] for c in train) / 3600
+    log = (work / "run" / "train.log").read_text(encoding="utf-8").strip().splitlines()
+    last = log[-1]
+    epochs = len([x for x in log if x.startswith("epoch ")])
+    wall_h = float(re.search(r"(\d+)s$", last).group(1)) / 3600
+    exp = json.loads((work / "export" / "export.json").read_text(encoding="utf-8"))
+    ev = json.loads((work / "eval.json").read_text(encoding="utf-8"))
+    model = work / "export" / "model.int8.onnx"
+    meta = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    voices = sorted({c["voice"] for c in train})
+    held = sorted({c["voice"] for c in test} - set(voices))
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    kind_list = ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+    return f"""# ru-commands: the box's own Russian command recogniser
+
+- **What**: CTC over Russian letters for the clinic's spoken menu answers, yes/no and phone numbers;
+  sherpa-onnx NeMo CTC layout (`family: nemo_ctc`), int8. Not a general recogniser.
+- **Built**: {meta.get("built", dt.date.today().isoformat())}, commit {rev or "?"}, `tools/asr_train/train.sh --full`
+  ({epochs} epochs, {wall_h:.1f} h wall on the 2-core build machine, one training thread plus one augmenting process).
+- **Architecture**: conv subsampling ×{meta.get("subsampling_factor")}, depthwise-separable conv blocks, a
+  unidirectional GRU, {meta.get("vocab_size")} tokens; {int(meta.get("params", 0)):,} parameters;
+  `model.int8.onnx` {exp["int8_bytes"] / 2 ** 20:.1f} MB (fp32 {exp["fp32_bytes"] / 2 ** 20:.1f} MB).
+- **Files**: `model.int8.onnx` sha256 `{_sha256(model)}`, `tokens.txt` sha256
+  `{_sha256(work / "export" / "tokens.txt")}` (also pinned in `models/manifest.yaml`).
+- **Input**: 16 kHz (8 kHz calls resampled by sherpa), 80 log-mel fbank, per_feature normalisation.
+- **Data**: synthetic only: {len(phrases):,} phrases from `ivr_flows/` and `tools/asr_train/vocab.py` →
+  {len(train):,} training clips ({hours:.1f} h; by kind: {kind_list}) and {len(test):,} held-out clips.
+  Voices: {_espeak_version()}, training voices {", ".join(voices)}; speeds 125–195 wpm, pitches 25–75.
+  No recorded human speech.
+- **Augmentation** (on the fly): speed ±15 %, room echo, white/pink/babble/hum noise 5–30 dB SNR, 300–3400 Hz
+  band-pass, G.711 µ-law/A-law, gain/clipping.
+- **Evaluation** (`tools/asr_train/evaluate.py`; held out: voices {", ".join(held) or "none"} and 210 wpm; each clip
+  fed as an 8 kHz µ-law call through the box's own `sherpa.load_asr`, scored as the flow engine decides):
+  - menu intent {_pct(ev["menu_intent_accuracy"])} ({ev["menu_clips"]} clips; target ≥ 95 %)
+  - exact 11-digit phone number {_pct(ev["phone_exact_accuracy"])} ({ev["phone_clips"]} clips; target ≥ 90 %)
+  - CER {_pct(ev["cer"])} over {ev["clips"]} clips ({ev["audio_seconds"]:.0f} s of audio)
+  - real-time factor {ev["rtf_one_thread"]} on one core (target ≤ 0.05), load {ev["load_seconds"]} s
+  - export checks: PyTorch vs onnxruntime max |Δ log-prob| {exp.get("torch_vs_onnx_fp32_max_abs", "n/a")};
+    sherpa vs our features: {exp.get("sherpa_vs_features_int8", {}).get("same_tokens", "n/a")} of
+    {exp.get("sherpa_vs_features_int8", {}).get("clips", "n/a")} clips decode to the same tokens (int8)
+- **Limits**: trained on one synthetic voice family (espeak-ng): real callers (accents, elderly voices, noisy
+  lines) will do worse than these figures; words outside the vocabulary come out as letter strings. The flow
+  engine matches transcripts to the active menu's keywords with a spelling tolerance (`flow/keywords.choose`),
+  which absorbs most letter slips. Re-train when flows gain keywords. Production boxes should fetch `t-one-ru`.
+- **License**: Proprietary (the project's); training data generated by espeak-ng (GPL-3.0 program; its output
+  is not covered), no third-party weights.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True, help="the run's directory (clips/, run/, export/, eval.json)")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    args.out.write_text(render(args.work), encoding="utf-8")
+    print(f"card: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
