@@ -34,17 +34,22 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f} %"
 
 
-def render(work: Path) -> str:
+def render(work: Path, note: str = "") -> str:
     clips = [json.loads(x) for x in (work / "clips" / "clips.jsonl").read_text(encoding="utf-8").splitlines() if x]
     train = [c for c in clips if c["split"] == "train"]
     test = [c for c in clips if c["split"] == "test"]
     phrases = {c["text"] for c in clips}
     kinds = collections.Counter(c["kind"].split(":")[0] for c in train)
     hours = sum(c["seconds"] for c in train) / 3600
-    log = (work / "run" / "train.log").read_text(encoding="utf-8").strip().splitlines()
-    last = log[-1]
-    epochs = len([x for x in log if x.startswith("epoch ")])
-    wall_h = float(re.search(r"(\d+)s$", last).group(1)) / 3600
+    epochs, wall_s, stages = 0, 0.0, []
+    for stage in ("run", "run2"):  # train.sh --full: A from scratch, then B on from A
+        path = work / stage / "train.log"
+        if path.is_file():
+            lines = [x for x in path.read_text(encoding="utf-8").splitlines() if x.startswith("epoch ")]
+            epochs += len(lines)
+            wall_s += float(re.search(r"(\d+)s$", lines[-1]).group(1)) if lines else 0.0
+            stages.append(f"{stage}: {lines[-1]}" if lines else f"{stage}: no epoch")
+    wall_h = wall_s / 3600
     exp = json.loads((work / "export" / "export.json").read_text(encoding="utf-8"))
     ev = json.loads((work / "eval.json").read_text(encoding="utf-8"))
     model = work / "export" / "model.int8.onnx"
@@ -57,8 +62,9 @@ def render(work: Path) -> str:
 
 - **What**: CTC over Russian letters for the clinic's spoken menu answers, yes/no and phone numbers;
   sherpa-onnx NeMo CTC layout (`family: nemo_ctc`), int8. Not a general recogniser.
-- **Built**: {meta.get("built", dt.date.today().isoformat())}, commit {rev or "?"}, `tools/asr_train/train.sh --full`
-  ({epochs} epochs, {wall_h:.1f} h wall on the 2-core build machine, one training thread plus one augmenting process).
+- **Built**: {meta.get("built", dt.date.today().isoformat())}, commit {rev or "?"}, `tools/asr_train/train.sh`
+  (work dir `{work.name}`; {epochs} epochs, {wall_h:.1f} h wall on the 2-core build machine, one training thread
+  plus one augmenting process; last epoch of each stage: {"; ".join(stages)}).{(" " + note) if note else ""}
 - **Architecture**: conv subsampling ×{meta.get("subsampling_factor")}, depthwise-separable conv blocks, a
   unidirectional GRU, {meta.get("vocab_size")} tokens; {int(meta.get("params", 0)):,} parameters;
   `model.int8.onnx` {exp["int8_bytes"] / 2 ** 20:.1f} MB (fp32 {exp["fp32_bytes"] / 2 ** 20:.1f} MB).
@@ -93,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True, help="the run's directory (clips/, run/, export/, eval.json)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--note", default="", help="a sentence on how this run differed from train.sh, if it did")
     args = ap.parse_args(argv)
-    args.out.write_text(render(args.work), encoding="utf-8")
+    args.out.write_text(render(args.work, args.note), encoding="utf-8")
     print(f"card: {args.out}")
     return 0
 

@@ -226,6 +226,13 @@ def augment(x: np.ndarray, rng: np.random.Generator, pool: list[np.ndarray] | No
     if strength <= 0:
         return x
     p = lambda q: rng.random() < q * strength  # noqa: E731
+    if p(0.9):
+        # espeak-ng starts speaking at sample 0, but the box's VAD cuts an utterance with up to half a second of
+        # line before it and some after: without this the model learnt that speech starts at frame 0 and made
+        # up a first word ("два...") for every pause it heard first. Faint noise so the pause is a line's.
+        lead, tail = int(rng.uniform(0.0, 0.7) * RATE), int(rng.uniform(0.05, 0.6) * RATE)
+        x = np.concatenate([np.zeros(lead, np.float32), x, np.zeros(tail, np.float32)])
+        x = x + rng.standard_normal(len(x)).astype(np.float32) * float(10 ** rng.uniform(-4.5, -2.5))
     if p(0.5):
         x = speed(x, float(rng.uniform(0.85, 1.15)))
     if p(0.3):

@@ -42,11 +42,14 @@ else
     # and keys would otherwise be 4 % of the audio.
     run "$TRAIN_PY" -m tools.asr_train.synth --phrases "$work/phrases.jsonl" --out "$work/clips" --variants 6 \
         --kind-variants "menu=30,yesno=30,key=30,free=20"
-    # One run on a wall-time budget (MINUTES, default 118: what one working session allows on 2 cores): the LR
-    # schedule follows the clock; one worker process augments the next batches beside the model.
-    run "$TRAIN_PY" -m tools.asr_train.train --clips "$work/clips" --out "$work/run" --size full --epochs 40 \
-        --minutes "${MINUTES:-118}" --threads 1 --workers 1 --lr 2e-3 --mix "number=0.5,date=0.5"
-    run "$TRAIN_PY" -m tools.asr_train.export --ckpt "$work/run/last.pt" --out "$work/export" --clips "$work/clips"
+    # A: two epochs from scratch (~23 min each here, one training thread plus one augmenting process).
+    run "$TRAIN_PY" -m tools.asr_train.train --clips "$work/clips" --out "$work/run" --size full \
+        --epochs "${EPOCHS_A:-2}" --threads 1 --workers 1 --lr 2e-3 --mix "number=0.5,date=0.5"
+    # B: on from A on a wall-time budget (MINUTES, default 70): the LR schedule follows the clock.
+    run "$TRAIN_PY" -m tools.asr_train.train --clips "$work/clips" --out "$work/run2" --size full --epochs 40 \
+        --minutes "${MINUTES:-70}" --threads 1 --workers 1 --lr 1e-3 --init "$work/run/last.pt" \
+        --mix "number=0.5,date=0.5"
+    run "$TRAIN_PY" -m tools.asr_train.export --ckpt "$work/run2/last.pt" --out "$work/export" --clips "$work/clips"
     run "$BOX_PY" -m tools.asr_train.evaluate --model-dir "$work/export" --clips "$work/clips" --out "$work/eval.json"
     run "$BOX_PY" -m tools.asr_train.card --work "$work" --out "$work/MODEL_CARD.md"
     echo "full run done: review $work/eval.json and $work/MODEL_CARD.md, then copy $work/export/{model.int8.onnx," \
