@@ -9,7 +9,8 @@ Clips are written as 16 kHz mono 16-bit WAV with a manifest (``clips.jsonl``: pa
 split). Voices listed in ``HELD_OUT`` (and the extreme speed) go to the ``test`` split only: the accuracy in the
 model card is measured on voices and speeds the model never heard.
 
-Augmentation (``augment``, numpy only, applied on the fly by train.py): speed, white / pink / babble noise,
+Augmentation (``augment``, numpy only, applied on the fly by train.py): a pause before and after the words,
+speed, white / pink / babble noise,
 50 Hz hum, G.711 A-law / µ-law round trip at 8 kHz, 300–3400 Hz band-pass, gain and clipping, room echo.
 
     python -m tools.asr_train.synth --phrases phrases.jsonl --out clips/ [--variants 6] [--jobs 2]
