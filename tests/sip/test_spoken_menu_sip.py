@@ -93,9 +93,11 @@ def test_a_spoken_phone_number_is_stored_for_the_callback(make_box, phone, loop_
     assert "callback_number: 11 digits spoken" in " ".join(_kinds(call, "speech"))
     store = Store(box.db_path, migrate=False)
     try:
-        [cb] = store.callbacks()
+        callbacks = store.callbacks()
     finally:
         store.close()
+    assert len(callbacks) == 1, call["events"]
+    [cb] = callbacks
     assert (cb.number, cb.reason) == ("+79161234567", "after_hours")
 
 

@@ -185,12 +185,15 @@ def test_repo_manifest_is_valid_and_defaults_are_t_one_and_piper() -> None:
         assert e.bundled or e.url.startswith("https://"), e.name
 
 
-def test_repo_bundled_model_not_built_is_a_note_not_a_crash(tmp_path: Path) -> None:
+def test_repo_bundled_model_verifies_against_its_pins_or_is_a_note(tmp_path: Path) -> None:
     problems = models.verify(tmp_path, "ru-commands")
-    if (models.REPO_MANIFEST.parent / "ru-commands" / "model.int8.onnx").exists():
-        pytest.skip("ru-commands is built now")
-    assert [p.severity for p in problems] == ["note"]
-    assert "not built yet" in str(problems[0])
+    if not (models.REPO_MANIFEST.parent / "ru-commands" / "model.int8.onnx").exists():
+        assert [p.severity for p in problems] == ["note"]
+        assert "not built yet" in str(problems[0])
+        return
+    entry = models.load_manifest().get("ru-commands")
+    assert all(f.sha256 for f in entry.files), "pin the committed files' sha256 in models/manifest.yaml"
+    assert problems == []  # the committed files are the ones pinned
 
 
 @pytest.mark.parametrize(("entry", "words"), [

@@ -42,7 +42,7 @@ def render(work: Path, note: str = "") -> str:
     kinds = collections.Counter(c["kind"].split(":")[0] for c in train)
     hours = sum(c["seconds"] for c in train) / 3600
     epochs, wall_s, stages = 0, 0.0, []
-    for stage in ("run", "run2"):  # train.sh --full: A from scratch, then B on from A
+    for stage in ("run", "run2", "run3"):  # train.sh --full: A from scratch, then B and C on from it
         path = work / stage / "train.log"
         if path.is_file():
             lines = [x for x in path.read_text(encoding="utf-8").splitlines() if x.startswith("epoch ")]
@@ -75,7 +75,8 @@ def render(work: Path, note: str = "") -> str:
   {len(train):,} training clips ({hours:.1f} h; by kind: {kind_list}) and {len(test):,} held-out clips.
   Voices: {_espeak_version()}, training voices {", ".join(voices)}; speeds 125–195 wpm, pitches 25–75.
   No recorded human speech.
-- **Augmentation** (on the fly): speed ±15 %, room echo, white/pink/babble/hum noise 5–30 dB SNR, 300–3400 Hz
+- **Augmentation** (on the fly): a 0–0.7 s pause of faint line before and after the words (the VAD's cut),
+  speed ±15 %, room echo, white/pink/babble/hum noise 5–30 dB SNR, 300–3400 Hz
   band-pass, G.711 µ-law/A-law, gain/clipping.
 - **Evaluation** (`tools/asr_train/evaluate.py`; held out: voices {", ".join(held) or "none"} and 210 wpm; each clip
   fed as an 8 kHz µ-law call through the box's own `sherpa.load_asr`, scored as the flow engine decides):
