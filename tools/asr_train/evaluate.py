@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     options = menu_options(args.flows)
     menu_ok = menu_n = phone_ok = phone_n = errs = chars = 0
     busy = audio_s = 0.0
-    samples = []
+    samples, misses = [], []
     for r in rows:
         x, _ = synth.read_wav(args.clips / "wav" / r["path"])
         call = synth.ulaw_roundtrip(resample(x, 16000, 8000))
@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             m = choose(hyp, options[f"{flow}:{node}"])  # exactly what the flow engine decides
             got = m[0] if m else None
             menu_n, menu_ok = menu_n + 1, menu_ok + (got == key)
+            if got != key:
+                misses.append({"ref": r["text"], "hyp": hyp, "menu": node, "want": key, "got": got,
+                               "voice": r["voice"], "speed": r["speed"]})
         elif r["kind"] == "phone":
             phone_n, phone_ok = phone_n + 1, phone_ok + (parse_digits(hyp) == r["ref"])
         if len(samples) < 10:
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "phone_exact_accuracy": round(phone_ok / phone_n, 4) if phone_n else None, "phone_clips": phone_n,
         "rtf_one_thread": round(busy / audio_s, 4) if audio_s and busy else None,
         "model_bytes": (args.model_dir / "model.int8.onnx").stat().st_size, "samples": samples,
+        "menu_misses": misses,
     }
     print(json.dumps(report, ensure_ascii=False, indent=1))
     if args.out:
