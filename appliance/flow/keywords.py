@@ -110,8 +110,21 @@ _YES = {"да", "верно", "правильно", "конечно", "ага", 
 _NO = {"нет", "неверно", "неправильно", "не", "no", "wrong"}
 
 
+def _run_together(letters: str) -> list[str] | None:
+    """``letters`` as yes/no words said without a pause ("даверно", "нетнет"), or None if it is not that."""
+    if not letters:
+        return []
+    for word in sorted(_YES | _NO, key=len, reverse=True):
+        if letters.startswith(word) and (rest := _run_together(letters[len(word):])) is not None:
+            return [word, *rest]
+    return None
+
+
 def yes_no(text: str) -> bool | None:
-    """True for "да" / "верно", False for "нет" / "неверно" ("не так" counts as no), None when unclear."""
+    """True for "да" / "верно", False for "нет" / "неверно" ("не так" counts as no), None when unclear.
+    A small letter recogniser often writes two quick words as one ("даверно"): such a run counts as its words."""
     heard = set(words(text))
+    for word in list(heard - _YES - _NO):
+        heard.update(_run_together(word) or ())
     yes, no = bool(heard & _YES), bool(heard & _NO)
     return yes if yes != no else None

@@ -96,7 +96,7 @@ def test_a_spoken_phone_number_is_stored_for_the_callback(make_box, phone, loop_
         callbacks = store.callbacks()
     finally:
         store.close()
-    assert len(callbacks) == 1, call["events"]
+    assert len(callbacks) == 1, "\n".join(f"{e['at']} {e['kind']}: {e['detail']}" for e in call["events"])
     [cb] = callbacks
     assert (cb.number, cb.reason) == ("+79161234567", "after_hours")
 
