@@ -95,6 +95,18 @@ class PiperVoice:
         return trim(resample(x, self.rate, RATE))
 
 
+def by_kind(spec: str) -> dict[str, float]:
+    """'menu=30,yesno=30' → {"menu": 30.0, "yesno": 30.0} (synth's --kind-variants, train's --mix)."""
+    out = {}
+    for part in (p.strip() for p in spec.split(",")):
+        if part:
+            kind, sep, value = part.partition("=")
+            if not sep:
+                raise SystemExit(f"expected kind=number, got {part!r}")
+            out[kind.strip()] = float(value)
+    return out
+
+
 def plan(items: list[dict], variants: int, seed: int, per_kind: dict[str, int] | None = None) -> list[dict]:
     """Which voice/speed/pitch renders which phrase: ``variants`` training renderings per phrase (``per_kind``
     overrides it by kind: short menu answers need many voices, not many repeats of one) plus one held-out
@@ -268,10 +280,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind-variants", default="", help="renderings by kind, e.g. 'menu=24,yesno=24'")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--split", choices=["train", "test"], help="render only this split (same plan as a full run)")
+    ap.add_argument("--kinds", default="", help="render only these kinds, e.g. 'menu,yesno' (same plan)")
     args = ap.parse_args(argv)
     items = [json.loads(line) for line in args.phrases.read_text(encoding="utf-8").splitlines() if line]
-    per_kind = {k.strip(): int(v) for k, v in (p.split("=") for p in args.kind_variants.split(",") if p.strip())}
-    clips = render(plan(items, args.variants, args.seed, per_kind), args.out / "wav", args.jobs)
+    per_kind = {k: int(v) for k, v in by_kind(args.kind_variants).items()}
+    jobs = plan(items, args.variants, args.seed, per_kind)
+    kinds = {k.strip() for k in args.kinds.split(",") if k.strip()}
+    jobs = [j for j in jobs if (not args.split or j["split"] == args.split)
+            and (not kinds or j["kind"].split(":")[0] in kinds)]
+    clips = render(jobs, args.out / "wav", args.jobs)
     with open(args.out / "clips.jsonl", "w", encoding="utf-8") as f:
         for c in clips:
             f.write(json.dumps(c, ensure_ascii=False) + "\n")

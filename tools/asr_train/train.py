@@ -41,7 +41,7 @@ def load_clips(clips_dir: Path, split: str, limit: int = 0) -> list[dict]:
 def remix(rows: list[dict], mix: str, rng: random.Random) -> list[dict]:
     """Rebalance the training clips by kind (``menu``, ``phone``, ...): the synthetic set is mostly phone
     numbers and numbers, so short menu answers are rare unless repeated. ``mix`` is 'kind=factor,...'."""
-    factors = {k.strip(): float(v) for k, v in (p.split("=") for p in mix.split(",") if p.strip())}
+    factors = synth.by_kind(mix)
     out = []
     for r in rows:
         f = factors.get(r["kind"].split(":")[0], 1.0)
