@@ -54,11 +54,13 @@ class TimerFired:
 
 @dataclass(frozen=True, slots=True)
 class SpeechHeard:
-    """Caller speech recognised (speech issue). ``text`` is a transcript, lowercase."""
+    """Caller speech recognised (speech issue). ``text`` is a transcript, lowercase. ``spotted``: at a menu,
+    when the words name no option, the (option key, keyword) the recogniser's scores fit (``speech.ctc``)."""
 
     call_id: str
     text: str
     confidence: float
+    spotted: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Any
 from appliance import events as ev
 from appliance import metrics
 from appliance.errors import CallGone, RegistraturaError
+from appliance.flow import keywords
 from appliance.flow.model import CALLER_VAR, AskNode, MenuNode
 from appliance.numbers import is_withheld, mask, normalize
 from appliance.recordings import merge_stereo_parts
@@ -260,7 +261,23 @@ class CallSession:
         await self._note("speech", f"{node.id}: heard {what} ({heard.confidence:.2f}, {heard.audio_seconds:.1f} s "
                                    f"of audio, {heard.decode_seconds * 1000:.0f} ms{where})")
         if not heard.empty and not self.ended:
-            await self._step(ev.SpeechHeard(self.call_id, heard.text, heard.confidence))
+            spotted = await self._spot(node, heard.text, event) if isinstance(node, MenuNode) else None
+            await self._step(ev.SpeechHeard(self.call_id, heard.text, heard.confidence, spotted))
+
+    async def _spot(self, node: MenuNode, text: str, event: ev.Utterance) -> tuple[str, str] | None:
+        """For a menu answer whose words name no option: the option the recogniser's scores fit, if one fits
+        clearly (a second pass of the model, so only for these answers; recognisers without scores give None)."""
+        spot = getattr(self.deps.asr, "spot", None)
+        options = [(o.key, o.keywords) for o in node.options]
+        if spot is None or keywords.choose(text, options) is not None:
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(self.deps.asr_pool, spot, event.pcm, event.sample_rate, options)
+        except Exception as exc:  # noqa: BLE001 - the answer is then simply unclear: the caller is asked again
+            _LOGGER.warning("call %s: menu phrases not spotted: %s", self.call_id, exc)
+            return None
+        return (found.key, found.phrase) if found is not None else None
 
     async def _answered(self) -> None:
         self.answered_at = time.time()

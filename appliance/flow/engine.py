@@ -465,6 +465,8 @@ def _on_speech(run: _Run, state: CallState, event: SpeechHeard) -> CallState:
     if not isinstance(node, MenuNode):
         return state
     found = keywords.choose(event.text, ((o.key, o.keywords) for o in node.options))
+    if found is None and event.spotted is not None and any(o.key == event.spotted[0] for o in node.options):
+        found = (event.spotted[0], f"≈{event.spotted[1]}")  # the words slipped; the model's scores fit this one
     if state.playing and (found is None or not node.interruptible):
         return state  # unclear speech over the prompt is most likely noise or talking to someone else
     state = _cancel_timer(run, _stop(run, state), NO_INPUT)

@@ -24,10 +24,17 @@ import sherpa_onnx
 
 from appliance.errors import SpeechError
 from appliance.speech.base import Transcript, Utterance
+from appliance.speech.ctc import Spotted
 from appliance.speech.tts import Resampler, float_to_pcm16, pcm16_to_float
 from appliance.speech.vad import FULL_SCALE, Samples, VadResult, from_dbfs, to_dbfs
 
 _LOGGER = logging.getLogger(__name__)
+
+# Spotting menu phrases in a CTC model's scores (``SherpaAsr.spot``): the best option may cost at most this many
+# nats over the unconstrained best path and must beat every other option by the margin. Set on ru-commands'
+# development answers (tools/asr_train/evaluate.py --spot-sweep); the card reports the held-out result.
+SPOT_MAX_COST = 4.0
+SPOT_MARGIN = 2.0
 
 VERSION = getattr(sherpa_onnx, "__version__", "?")
 SILERO_RATE = 16000  # sherpa-onnx's Silero path runs at 16 kHz only (it exits on anything else)
@@ -630,6 +637,39 @@ def _confidence(text: str, probs: Sequence[float] | None, *, log: bool) -> float
     return float(np.clip(np.exp(p.mean()) if log else p.mean(), 0.0, 1.0))
 
 
+class CtcScores:
+    """The per-frame log-probabilities of a NeMo CTC model of letters, run through onnxruntime on the features
+    sherpa computes (``fbank``): sherpa's CTC path gives only the greedy text, and spotting a menu's phrases
+    (``ctc.spot``) needs the scores. Used only for an answer whose text named no option, so the model runs a
+    second time for those alone. Needs kaldi-native-fbank and 80-bin "per_feature" models (the box's own)."""
+
+    def __init__(self, model: str | Path, tokens: str | Path, info: OnnxInfo) -> None:
+        import kaldi_native_fbank  # noqa: F401 - fail here, at load, rather than on a caller's answer
+        import onnxruntime
+
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in info.inputs]
+        self.tokens = read_tokens(tokens)
+
+    @staticmethod
+    def usable(info: OnnxInfo, tokens: dict[str, int]) -> bool:
+        feats = info.inputs[0].dims if info.inputs else ()
+        return (info.metadata.get("normalize_type") == "per_feature" and len(feats) == 3 and feats[1] == 80
+                and "▁" in tokens and sum(len(t) == 1 and t.isalpha() for t in tokens) >= 20)
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        """(T_out, V) log-probabilities of 16 kHz float audio."""
+        from appliance.speech import ctc, fbank
+
+        f = fbank.features(audio)
+        x = f.T[None, :, :].astype(np.float32)
+        out = self.session.run(None, {self.inputs[0]: x, self.inputs[1]: np.array([f.shape[0]], np.int64)})[0]
+        return ctc.log_softmax(out[0].astype(np.float64))
+
+
 @dataclass
 class SherpaAsr:
     """A loaded recogniser of one manifest family (see ``load_asr``); implements ``base.Asr``."""
@@ -640,6 +680,23 @@ class SherpaAsr:
     streaming: bool
     recognizer: object
     endpointing: Endpointing = field(default_factory=Endpointing)
+    scores: CtcScores | None = None  # a letters CTC model: menu phrases can be spotted in its scores
+
+    def spot(self, pcm: bytes, sample_rate: int, options: Sequence[tuple[str, Sequence[str]]], *,
+             max_cost: float = SPOT_MAX_COST, margin: float = SPOT_MARGIN) -> Spotted | None:
+        """The menu option whose keywords the model's scores fit (``ctc.spot``), for an answer whose transcript
+        named none; None when the model gives no scores or no option fits clearly enough."""
+        if self.scores is None:
+            return None
+        from appliance.speech import ctc
+
+        x = pcm16_to_float(pcm)
+        if sample_rate != self.sample_rate:
+            r = Resampler(sample_rate, self.sample_rate)
+            x = np.concatenate([r.process(x), r.flush()])
+        if len(x) < self.sample_rate // 10:
+            return None
+        return ctc.spot(self.scores(x), options, self.scores.tokens, max_cost=max_cost, margin=margin)
 
     def stream(self) -> _OnlineStream | _OfflineStream:
         if self.streaming:
@@ -773,6 +830,17 @@ def asr_files(family: str, model_dir: Path, files: Sequence[str] = ()) -> dict[s
     return out
 
 
+def _ctc_scores(model: Path, tokens: Path) -> CtcScores | None:
+    info = onnx_info(model)
+    if not CtcScores.usable(info, read_tokens(tokens)):
+        return None
+    try:
+        return CtcScores(model, tokens, info)
+    except ImportError as exc:  # kaldi-native-fbank missing: transcripts still work, only the spotting is lost
+        _LOGGER.warning("%s: menu phrases will not be spotted in the model's scores (%s)", model, exc)
+        return None
+
+
 def load_asr(name: str, family: str, model_dir: str | Path, sample_rate: int, *, files: Sequence[str] = (),
              num_threads: int = 1, endpointing: Endpointing | None = None, safe: bool = True) -> SherpaAsr:
     """Load a recogniser. ``safe``: for families whose metadata cannot be checked by reading, load it in a
@@ -792,7 +860,7 @@ def load_asr(name: str, family: str, model_dir: str | Path, sample_rate: int, *,
     if family == "nemo_ctc":
         rec = sherpa_onnx.OfflineRecognizer.from_nemo_ctc(model=str(paths["model"]), tokens=str(paths["tokens"]),
                                                           num_threads=num_threads, sample_rate=sample_rate)
-        return SherpaAsr(name, family, sample_rate, False, rec, ep)
+        return SherpaAsr(name, family, sample_rate, False, rec, ep, _ctc_scores(paths["model"], paths["tokens"]))
     if family == "streaming_ctc_tone":
         rec = sherpa_onnx.OnlineRecognizer.from_t_one_ctc(tokens=str(paths["tokens"]), model=str(paths["model"]),
                                                           num_threads=num_threads, sample_rate=sample_rate, **rules)

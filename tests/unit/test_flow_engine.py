@@ -291,6 +291,28 @@ def test_unclear_speech_is_ignored_during_the_prompt_and_invalid_after_it(tmp_pa
     assert call.of(Play, actions)[0].prompts == ("invalid", "main_menu")
 
 
+def test_an_option_spotted_in_the_scores_chooses_when_the_words_name_none(tmp_path):
+    call = Call(make_flow(tmp_path, MENU))
+    call.done()
+    actions = call.send(SpeechHeard("c1", "ивкэ", 0.6, spotted=("4", "прививка")))
+    assert Note("choice", "menu: 4 (speech: ≈прививка) -> info") in actions
+
+
+def test_words_that_name_an_option_win_over_what_the_scores_spotted(tmp_path):
+    call = Call(make_flow(tmp_path, MENU))
+    call.done()
+    actions = call.send(SpeechHeard("c1", "нажимаю четыре", 0.9, spotted=("9", "оператор")))
+    assert Note("choice", "menu: 4 (speech: key 4) -> info") in actions
+
+
+def test_a_spotted_key_the_menu_does_not_offer_is_unclear_speech(tmp_path):
+    call = Call(make_flow(tmp_path, MENU))
+    call.done()
+    call.done()  # the menu prompt has finished: unclear speech now asks again
+    actions = call.send(SpeechHeard("c1", "какая погода", 0.5, spotted=("7", "погода")))
+    assert call.of(Play, actions)[0].prompts == ("invalid", "main_menu")
+
+
 def test_a_spoken_key_chooses_the_option(tmp_path):
     call = Call(make_flow(tmp_path, MENU))
     call.done()
