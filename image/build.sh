@@ -44,7 +44,8 @@ if [ -z "$pj" ]; then
 fi
 cp "$pj"/*.whl "$app/wheels/"
 [ -f "$pj/BUILD-INFO" ] && cp "$pj/BUILD-INFO" "$app/wheels/BUILD-INFO"
-"$py" -m pip wheel --wheel-dir "$app/wheels" "$repo"
+"$py" -m pip wheel --wheel-dir "$app/wheels" "$repo[speech]"
+"$py" -m pip download --no-deps --dest "$app/wheels" "$SILERO_VAD_WHEEL"
 # The PyPI pjsua2-python (4 calls, x86_64 only) must not end up in the image.
 rm -f "$app/wheels"/pjsua2_python-*.whl
 

@@ -91,7 +91,8 @@ py=$(command -v python3.11 || command -v python3)
 hostw="$out/wheels-host"
 rm -rf "$hostw"
 t0=$(date +%s)
-"$py" -m pip wheel --quiet --wheel-dir "$hostw" "$repo"
+"$py" -m pip wheel --quiet --wheel-dir "$hostw" "$repo[speech]"
+"$py" -m pip download --quiet --no-deps --dest "$hostw" "$SILERO_VAD_WHEEL"   # pure: copied as it is
 missing=""
 for w in "$hostw"/*.whl; do
     f=$(basename "$w"); name=${f%%-*}; rest=${f#*-}; ver=${rest%%-*}

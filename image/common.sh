@@ -4,8 +4,13 @@
 # sources (tracked and new files, not ignored ones: flows, voices, example settings, first-boot script), the
 # systemd units of systemd/, the default firewall rules. The wheelhouse (opt/registratura/wheels) is the
 # caller's: its wheels depend on the architecture.
+# SPEECH_WHEELS: the app is wheeled with its speech extra (sherpa-onnx, onnxruntime, kaldi-native-fbank, numpy);
+# the Silero VAD's model comes in the silero-vad package, which names torch as a dependency the box never
+# imports: it is fetched on its own (--no-deps), and mkosi.postinst installs the wheelhouse --no-deps anyway.
 # nspawn_prepare sets $nspawn_keep and mounts what systemd-nspawn (mkosi runs apt and mkosi.postinst through
 # it) needs on a host not booted with systemd (a container).
+
+SILERO_VAD_WHEEL='silero-vad==6.2.3'   # the same pin as tools/dev
 
 stage_mkosi() {
     _repo=$1; _stage=$2

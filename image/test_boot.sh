@@ -220,6 +220,8 @@ jcheck "ESP mounted at /efi" "Mounted efi.mount"
 jcheck "nftables rules rendered from the settings and loaded" "Finished registratura-firewall.service"
 jcheck "hardware watchdog armed by systemd" "[Uu]sing hardware watchdog"
 jcheck "service ready (sd_notify) with the box's own SIP stack" "SIP stack: pjsua2 [0-9.]+ \(appliance build\)|Started registratura.service"
+jcheck "speech: the Silero VAD loaded" "VAD: Silero"
+jcheck "speech: the bundled ru-commands recogniser loaded" "ASR: ru-commands.*spoken menu choices enabled"
 failed=$(grep -E "Failed to start|Failed with result" "$work/journal.txt" | sed -E 's/.*Failed to start ([^ ]+).*/\1/; s/.*: ([^ :]+): Failed with result.*/\1/' | sort -u | tr '\n' ' ')
 if [ -z "$failed" ]; then pass "guest: no unit failed"; else fail "guest: units failed: $failed"; fi
 

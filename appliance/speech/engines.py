@@ -139,6 +139,8 @@ def _load_asr(eng: SpeechEngines, sherpa: Any, models_dir: Path | None, language
             continue
         eng.asr = asr
         line = f"{models.describe('asr', m)}, loaded in {time.perf_counter() - t0:.1f} s; spoken menu choices enabled"
+        if getattr(asr, "scores", None) is not None:
+            line += " (answers whose words slip are spotted in its scores)"
         eng.lines.append(line + (f" (skipped {'; '.join(failed)})" if failed else ""))
         return
     eng.lines.append(f"ASR: none loaded ({'; '.join(failed)}); spoken menu choices disabled")
