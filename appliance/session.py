@@ -252,7 +252,8 @@ class CallSession:
         metrics.SPEECH_DECODE.observe(heard.decode_seconds)
         # A digits ask hears phone numbers and dates of birth: its timeline keeps the length, not the words.
         # A speech ask (a home visit's reason) is kept as said; its audio is in the call's recording.
-        secret = isinstance(node, AskNode) and node.input != "speech"
+        # At the read-back the answer is a yes or a no, not the number: kept as heard.
+        secret = isinstance(node, AskNode) and node.input != "speech" and getattr(self.state, "phase", "") != "confirm"
         what = f"{len(heard.text.split())} words" if secret else f"'{heard.text}'"
         where = ""
         if self.recording_path is not None and self.recording_started is not None:

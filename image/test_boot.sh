@@ -94,12 +94,17 @@ if [ "$accel" = auto ]; then
         # Some nested hypervisors (e.g. kvm_pvm) run SeaBIOS but cannot execute OVMF's early code
         # ("KVM internal error ... emulation failure"): try OVMF under KVM for a few seconds first.
         cp "$vars" "$work/probe-vars.fd"
+        # Others abort at once ("failed to set MSR ..."): KVM counts only if the probe is still running at
+        # the timeout (exit 124) without an internal error.
+        rc=0
         timeout 8 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 256 -nographic -monitor none \
             -drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
             -drive if=pflash,format=raw,unit=1,file="$work/probe-vars.fd" -net none \
-            -serial file:"$work/probe.log" > "$work/probe.out" 2>&1
+            -serial file:"$work/probe.log" > "$work/probe.out" 2>&1 || rc=$?
         if grep -q "KVM internal error" "$work/probe.out"; then
             echo "INFO KVM cannot run OVMF on this host ($(grep -m1 -o 'emulation failure' "$work/probe.out" || echo 'internal error')): using TCG (slow)"
+        elif [ "$rc" != 124 ]; then
+            echo "INFO KVM probe exited at once (status $rc: $(grep -m1 -v '^$' "$work/probe.out" || echo 'no message')): using TCG (slow)"
         else
             accel=kvm
         fi
