@@ -1,11 +1,13 @@
 #!/bin/sh
 # Build the Registratura arm64 (Raspberry Pi 4) appliance image with mkosi 14 (Debian 12) on a networked
 # Debian 12 x86-64 machine (arm64 binaries run through qemu-user-static) or an arm64 one. Usage:
-#   image/build_arm64.sh [--out DIR] [--pjsua2-wheel DIR | --build-pjsua2 TARBALL [--pjsua2-sha256 HASH]]
+#   image/build_arm64.sh [--out DIR] [--pjsua2-wheel DIR | --build-pjsua2 TARBALL [--pjsua2-sha256 HASH]
+#                        [--pjsua2-only]]
 #                        [--mirror URL] [--boot-size 256M] [--root-size 2G] [--var-size 8G]
 #                        [--keep-tree] [--summary] [--dry-run]
 #   --summary: stage + `mkosi summary` (no build); --dry-run: print the plan and boot files, nothing written;
 #   --keep-tree: keep OUT/stage/mkosi/mkosi.output/root (for chroot checks under qemu-user)
+#   --pjsua2-only: build the arm64 pjsua2 wheel into OUT/pjsua2 and stop (reuse it with --pjsua2-wheel)
 # Steps: (1) a staging copy of image/mkosi (common.sh, as image/build.sh) with the arm64 drop-in
 # image/arm64/mkosi.arm64.conf (linux-image-arm64, raspi-firmware), (2) an aarch64 wheelhouse: pure wheels
 # built on this host, the others downloaded from PyPI as manylinux aarch64 cp311 wheels, (3) pjsua2: the
@@ -20,13 +22,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 out="${TMPDIR:-/var/tmp}/registratura-arm64"   # outside the repo: the sources are copied from it
 pj=""; pj_tarball=""; pj_sha=""; mirror="http://deb.debian.org/debian"
-summary=0; dry=0; sizes=""; keep_tree=0
+summary=0; dry=0; sizes=""; keep_tree=0; pj_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out=$2; shift 2 ;;
         --pjsua2-wheel) pj=$2; shift 2 ;;
         --build-pjsua2) pj_tarball=$2; shift 2 ;;
         --pjsua2-sha256) pj_sha=$2; shift 2 ;;
+        --pjsua2-only) pj_only=1; shift ;;
         --mirror) mirror=$2; shift 2 ;;
         --boot-size|--root-size|--var-size) sizes="$sizes $1 $2"; shift 2 ;;
         --summary) summary=1; shift ;;
@@ -37,6 +40,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -z "$pj" ] || [ -z "$pj_tarball" ] || { echo "--pjsua2-wheel and --build-pjsua2 are exclusive" >&2; exit 2; }
+[ "$pj_only" = 0 ] || [ -n "$pj_tarball" ] || { echo "--pjsua2-only needs --build-pjsua2 TARBALL" >&2; exit 2; }
 img="$out/registratura-arm64.img"
 stage="$out/stage"
 tree="$stage/mkosi/mkosi.output/root"
@@ -123,6 +127,7 @@ if [ -n "$pj_tarball" ]; then
     fi
     rm -rf "$builder/build"; mkdir -p "$builder/build"
     cp "$repo/tools/build_pjsua2.sh" "$builder/build/"
+    cp -r "$repo/tools/pjsua2-patches" "$builder/build/"   # the script applies the patches beside it
     cp "$pj_tarball" "$builder/build/pjproject.tar.gz"
     nspawn_prepare
     # shellcheck disable=SC2086
@@ -130,6 +135,11 @@ if [ -n "$pj_tarball" ]; then
         /bin/bash /build/build_pjsua2.sh --tarball /build/pjproject.tar.gz ${pj_sha:+--sha256 "$pj_sha"} \
         --python /usr/bin/python3 --out /build/dist
     pj="$builder/build/dist"
+    if [ "$pj_only" = 1 ]; then
+        rm -rf "$out/pjsua2"; cp -r "$pj" "$out/pjsua2"
+        echo "pjsua2 for arm64: $(ls "$out"/pjsua2/*.whl) in $(( $(date +%s) - t1 )) s; reuse it with --pjsua2-wheel $out/pjsua2"
+        exit 0
+    fi
 fi
 if [ -n "$pj" ]; then
     ls "$pj"/pjsua2-*aarch64*.whl >/dev/null 2>&1 || { echo "no pjsua2-*aarch64*.whl in $pj" >&2; exit 1; }

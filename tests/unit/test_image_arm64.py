@@ -66,7 +66,7 @@ def test_dry_run_with_a_wheel_dir_uses_it(tmp_path: Path) -> None:
     assert "NOT INSTALLED" not in res.stdout
 
 
-@pytest.mark.parametrize("args", [("--pjsua2-wheel", "a", "--build-pjsua2", "b"), ("--bogus",)])
+@pytest.mark.parametrize("args", [("--pjsua2-wheel", "a", "--build-pjsua2", "b"), ("--bogus",), ("--pjsua2-only",)])
 def test_bad_arguments_are_refused(args: tuple[str, ...]) -> None:
     res = run(str(IMAGE / "build_arm64.sh"), "--dry-run", *args)
     assert res.returncode == 2
