@@ -131,7 +131,7 @@ if [ -n "$pj_tarball" ]; then
     cp "$pj_tarball" "$builder/build/pjproject.tar.gz"
     nspawn_prepare
     # shellcheck disable=SC2086
-    systemd-nspawn --quiet $nspawn_keep --register=no -D "$builder" --chdir=/build \
+    systemd-nspawn --quiet ${nspawn_keep:+--keep-unit} --register=no -D "$builder" --chdir=/build \
         /bin/bash /build/build_pjsua2.sh --tarball /build/pjproject.tar.gz ${pj_sha:+--sha256 "$pj_sha"} \
         --python /usr/bin/python3 --out /build/dist
     pj="$builder/build/dist"

@@ -1,7 +1,11 @@
 #!/bin/bash
-# Boot the built x86-64 image under qemu (UEFI/OVMF, headless) and call it from the host with sipp.
-#   image/test_boot.sh [--build] [--pjsua2-wheel DIR] [--image RAW] [--accel auto|kvm|tcg] [--keep]
-# --build runs image/build.sh first (timed); otherwise the image in /var/tmp/registratura-image is used.
+# Boot the built image under qemu (headless) and call it from the host with sipp.
+#   image/test_boot.sh [--arch x86_64|arm64] [--build] [--pjsua2-wheel DIR] [--image RAW] [--out DIR]
+#                      [--accel auto|kvm|tcg] [--keep]
+# x86_64 (default): UEFI/OVMF; --build runs image/build.sh first (timed), else the image in
+# /var/tmp/registratura-image is used. arm64: the Raspberry Pi image of image/build_arm64.sh
+# (/var/tmp/registratura-arm64) on qemu's `virt` machine (TCG, cortex-a72): the kernel, initramfs and
+# cmdline.txt are read off its FAT partition, so the Pi firmware and config.txt are not exercised.
 # Steps: copy the image (sparse) to a work directory, put a test registratura.yaml into the ESP's
 # registratura/ folder with mtools (no mount), boot with user-mode networking and host port forwards
 # (SIP udp 25060 -> 5060, metrics tcp 29310 -> 9310, RTP udp 24000-24009 on both sides), wait for /healthz,
@@ -12,19 +16,28 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-out="${TMPDIR:-/var/tmp}/registratura-image"
+out=""; arch=x86_64
 image=""; build=0; pj=""; accel=auto; keep=0
 while [ $# -gt 0 ]; do
     case "$1" in
+        --arch) arch=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
         --build) build=1; shift ;;
         --pjsua2-wheel) pj=$2; shift 2 ;;
         --image) image=$2; shift 2 ;;
         --accel) accel=$2; shift 2 ;;
         --keep) keep=1; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
+case "$arch" in
+    x86_64) out=${out:-${TMPDIR:-/var/tmp}/registratura-image}; qemu_bin=qemu-system-x86_64
+            builder=build.sh; default_image=registratura-x86_64.raw; qemu_pkg=qemu-system-x86 ;;
+    arm64)  out=${out:-${TMPDIR:-/var/tmp}/registratura-arm64}; qemu_bin=qemu-system-aarch64
+            builder=build_arm64.sh; default_image=registratura-arm64.img; qemu_pkg=qemu-system-arm; accel=tcg ;;
+    *) echo "--arch: x86_64 or arm64" >&2; exit 2 ;;
+esac
 SIP_HOST=25060; METRICS_HOST=29310; SIPP_MEDIA=26000
 # The box's RTP range is 512 ports (256 calls, so the SIP stack's real capacity shows); the box takes ports
 # from the start of the range, so forwarding the first 10 covers this test's call.
@@ -36,20 +49,20 @@ fail() { echo "FAIL $*"; fails=$((fails + 1)); }
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.1f}')"; }
 
-for tool in qemu-system-x86_64 sipp mcopy debugfs curl sfdisk; do
-    command -v "$tool" >/dev/null || { echo "FAIL setup: $tool missing (apt-get install qemu-system-x86 ovmf sip-tester mtools e2fsprogs curl fdisk)"; exit 1; }
+for tool in "$qemu_bin" sipp mcopy debugfs curl sfdisk; do
+    command -v "$tool" >/dev/null || { echo "FAIL setup: $tool missing (apt-get install $qemu_pkg ovmf sip-tester mtools e2fsprogs curl fdisk)"; exit 1; }
 done
 
 # ------------------------------------------------------------------------------------------------ build
 if [ "$build" = 1 ]; then
     t0=$(now)
-    if "$here/build.sh" ${pj:+--pjsua2-wheel "$pj"} --out "$out" > "$out.build.log" 2>&1; then
+    if "$here/$builder" ${pj:+--pjsua2-wheel "$pj"} --out "$out" > "$out.build.log" 2>&1; then
         pass "build: $(secs "$t0" "$(now)") s (log $out.build.log)"
     else
         tail -30 "$out.build.log"; echo "FAIL build (log $out.build.log)"; exit 1
     fi
 fi
-image=${image:-$out/registratura-x86_64.raw}
+image=${image:-$out/$default_image}
 [ -f "$image" ] || { echo "FAIL setup: no image at $image (run with --build)"; exit 1; }
 [ -f "$out/build-seconds.txt" ] && [ "$build" = 0 ] && echo "INFO image built $(date -r "$image" '+%F %T'): $(cat "$out/build-seconds.txt")"
 
@@ -57,7 +70,7 @@ rm -rf "$work"; mkdir -p "$work"
 cp --sparse=always "$image" "$work/disk.raw"
 
 # ------------------------------------------------------------------------------------ first-boot files
-# Offsets from the partition table: 1 = ESP (FAT), 3 = /var (ext4).
+# Offsets from the partition table: 1 = ESP or the Pi's /boot/firmware (FAT), 3 = /var (ext4).
 part() { sfdisk -J "$work/disk.raw" | python3 -c "import json,sys; p=json.load(sys.stdin)['partitiontable']['partitions'][$1-1]; print(p['start']*512, p['size']*512)"; }
 read -r esp_off _ < <(part 1)
 read -r var_off var_size < <(part 3)
@@ -79,7 +92,9 @@ flows: {dir: ivr_flows, main: clinic_ru}
 metrics: {listen: "0.0.0.0:9310", allow_from: ["10.0.2.2/32"]}
 EOF
 export MTOOLS_SKIP_CHECK=1
-if mcopy -o -i "$work/disk.raw@@$esp_off" "$work/registratura.yaml" ::/registratura/registratura.yaml; then
+# First boot reads the ESP's registratura/ folder on x86 and the root of the FAT partition on the Pi.
+fat_dir=$([ "$arch" = arm64 ] && echo "::" || echo "::/registratura")
+if mcopy -o -i "$work/disk.raw@@$esp_off" "$work/registratura.yaml" "$fat_dir/registratura.yaml"; then
     pass "first-boot file: registratura.yaml copied into the ESP (offset $esp_off)"
 else
     echo "FAIL first-boot file: mcopy"; exit 1
@@ -87,7 +102,7 @@ fi
 
 # ----------------------------------------------------------------------------------------- accelerator
 code=/usr/share/OVMF/OVMF_CODE_4M.fd; vars=/usr/share/OVMF/OVMF_VARS_4M.fd
-[ -f "$code" ] || { echo "FAIL setup: $code missing (apt-get install ovmf)"; exit 1; }
+[ "$arch" = arm64 ] || [ -f "$code" ] || { echo "FAIL setup: $code missing (apt-get install ovmf)"; exit 1; }
 if [ "$accel" = auto ]; then
     accel=tcg
     if [ -w /dev/kvm ]; then
@@ -114,19 +129,36 @@ if [ "$accel" = kvm ]; then cpu="-machine q35,accel=kvm -cpu host"; else cpu="-m
 echo "INFO accelerator: $accel"
 
 # -------------------------------------------------------------------------------------------------- boot
-cp "$vars" "$work/vars.fd"
 fwd="hostfwd=udp:127.0.0.1:$SIP_HOST-:5060,hostfwd=tcp:127.0.0.1:$METRICS_HOST-:9310"
 for p in $(seq "$RTP_MIN" "$RTP_FWD_MAX"); do fwd="$fwd,hostfwd=udp:127.0.0.1:$p-:$p"; done
 t_boot=$(now)
-# shellcheck disable=SC2086
-qemu-system-x86_64 $cpu -m 2048 -smp 2 -no-reboot -display none -nographic \
-    -drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
-    -drive if=pflash,format=raw,unit=1,file="$work/vars.fd" \
-    -drive if=virtio,format=raw,file="$work/disk.raw" \
-    -device i6300esb -device virtio-rng-pci \
-    -netdev "user,id=n0,$fwd" -device virtio-net-pci,netdev=n0 \
-    -serial file:"$work/serial.log" -monitor unix:"$work/monitor.sock",server,nowait \
-    > "$work/qemu.out" 2>&1 &
+if [ "$arch" = arm64 ]; then
+    # What the Pi firmware would load: config.txt names the kernel and initramfs; cmdline.txt the root.
+    mcopy -n -i "$work/disk.raw@@$esp_off" ::/config.txt ::/cmdline.txt "$work/"
+    kernel=$(sed -n 's/^kernel=//p' "$work/config.txt"); initrd=$(awk '$1 == "initramfs" {print $2}' "$work/config.txt")
+    mcopy -n -i "$work/disk.raw@@$esp_off" "::/$kernel" "::/$initrd" "$work/" \
+        || { echo "FAIL setup: $kernel / $initrd not on the FAT partition"; exit 1; }
+    # shellcheck disable=SC2086
+    qemu-system-aarch64 -M virt -cpu cortex-a72 -accel tcg,thread=multi -m 2048 -smp 2 -no-reboot \
+        -display none -nographic -kernel "$work/$kernel" -initrd "$work/$initrd" \
+        -append "$(cat "$work/cmdline.txt") console=ttyAMA0" \
+        -drive if=none,file="$work/disk.raw",format=raw,id=d0 -device virtio-blk-pci,drive=d0 \
+        -device i6300esb -device virtio-rng-pci \
+        -netdev "user,id=n0,$fwd" -device virtio-net-pci,netdev=n0,romfile= \
+        -serial file:"$work/serial.log" -monitor unix:"$work/monitor.sock",server,nowait \
+        > "$work/qemu.out" 2>&1 &
+else
+    cp "$vars" "$work/vars.fd"
+    # shellcheck disable=SC2086
+    qemu-system-x86_64 $cpu -m 2048 -smp 2 -no-reboot -display none -nographic \
+        -drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
+        -drive if=pflash,format=raw,unit=1,file="$work/vars.fd" \
+        -drive if=virtio,format=raw,file="$work/disk.raw" \
+        -device i6300esb -device virtio-rng-pci \
+        -netdev "user,id=n0,$fwd" -device virtio-net-pci,netdev=n0 \
+        -serial file:"$work/serial.log" -monitor unix:"$work/monitor.sock",server,nowait \
+        > "$work/qemu.out" 2>&1 &
+fi
 qemu=$!
 echo "INFO qemu pid $qemu, serial log $work/serial.log"
 monitor() { python3 - "$work/monitor.sock" "$1" <<'PY'
@@ -138,7 +170,7 @@ PY
 cleanup() { kill "$qemu" 2>/dev/null; }
 trap cleanup EXIT
 
-limit=$([ "$accel" = kvm ] && echo 180 || echo 600)
+limit=$([ "$accel" = kvm ] && echo 180 || { [ "$arch" = arm64 ] && echo 1200 || echo 600; })
 ready=""
 while :; do
     if ! kill -0 "$qemu" 2>/dev/null; then tail -20 "$work/qemu.out"; break; fi
@@ -221,7 +253,11 @@ journalctl -D "$work/journal/journal" --no-pager -o cat -u registratura-firstboo
 # What the boot did, from the guest's journal: read-only root, /var, firewall, watchdogs, no failed units.
 jcheck() { if grep -Eq "$2" "$work/journal.txt"; then pass "guest: $1"; else fail "guest: $1 (not in the journal: $2)"; fi; }
 jcheck "/var partition mounted (ext4)" "Mounted var.mount"
-jcheck "ESP mounted at /efi" "Mounted efi.mount"
+if [ "$arch" = arm64 ]; then
+    jcheck "FAT boot partition mounted at /boot/firmware" "Mounted boot-firmware.mount"
+else
+    jcheck "ESP mounted at /efi" "Mounted efi.mount"
+fi
 jcheck "nftables rules rendered from the settings and loaded" "Finished registratura-firewall.service"
 jcheck "hardware watchdog armed by systemd" "[Uu]sing hardware watchdog"
 jcheck "service ready (sd_notify) with the box's own SIP stack" "SIP stack: pjsua2 [0-9.]+ \(appliance build\)|Started registratura.service"
@@ -231,10 +267,10 @@ failed=$(grep -E "Failed to start|Failed with result" "$work/journal.txt" | sed 
 if [ -z "$failed" ]; then pass "guest: no unit failed"; else fail "guest: units failed: $failed"; fi
 
 # First boot renamed the technician's file on the FAT partition.
-if mdir -b -i "$work/disk.raw@@$esp_off" ::/registratura 2>/dev/null | grep -q "registratura.yaml.applied"; then
-    pass "ESP: registratura.yaml renamed registratura.yaml.applied"
+if mdir -b -i "$work/disk.raw@@$esp_off" "$fat_dir" 2>/dev/null | grep -q "registratura.yaml.applied"; then
+    pass "FAT: registratura.yaml renamed registratura.yaml.applied"
 else
-    fail "ESP: no registratura.yaml.applied"
+    fail "FAT: no registratura.yaml.applied"
 fi
 [ "$keep" = 1 ] || rm -f "$work/disk.raw"
 if [ "$fails" = 0 ]; then echo "PASS image/test_boot.sh: the image boots, serves /metrics and takes a SIP call"; exit 0; fi
