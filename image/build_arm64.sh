@@ -128,10 +128,14 @@ if [ -n "$pj_tarball" ]; then
     rm -rf "$builder/build"; mkdir -p "$builder/build"
     cp "$repo/tools/build_pjsua2.sh" "$builder/build/"
     cp -r "$repo/tools/pjsua2-patches" "$builder/build/"   # the script applies the patches beside it
+    # Its build venv needs setuptools and wheel: pure wheels fetched here, so the chroot needs no package
+    # index of its own (nor this host's pip configuration and certificates).
+    "$py" -m pip download --quiet --only-binary=:all: --dest "$builder/build/wheels" "setuptools>=70.1" wheel
     cp "$pj_tarball" "$builder/build/pjproject.tar.gz"
     nspawn_prepare
     # shellcheck disable=SC2086
     systemd-nspawn --quiet ${nspawn_keep:+--keep-unit} --register=no -D "$builder" --chdir=/build \
+        --setenv=PIP_NO_INDEX=1 --setenv=PIP_FIND_LINKS=/build/wheels \
         /bin/bash /build/build_pjsua2.sh --tarball /build/pjproject.tar.gz ${pj_sha:+--sha256 "$pj_sha"} \
         --python /usr/bin/python3 --out /build/dist
     pj="$builder/build/dist"
