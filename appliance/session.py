@@ -20,6 +20,7 @@ from appliance.flow.model import CALLER_VAR, AskNode, MenuNode
 from appliance.numbers import is_withheld, mask, normalize
 from appliance.recordings import merge_stereo_parts
 from appliance.security.marks import feature_code, mark_call
+from appliance.speech import numbers_ru
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -252,8 +253,10 @@ class CallSession:
         metrics.SPEECH_DECODE.observe(heard.decode_seconds)
         # A digits ask hears phone numbers and dates of birth: its timeline keeps the length, not the words.
         # A speech ask (a home visit's reason) is kept as said; its audio is in the call's recording.
-        # At the read-back the answer is a yes or a no, not the number: kept as heard.
-        secret = isinstance(node, AskNode) and node.input != "speech" and getattr(self.state, "phase", "") != "confirm"
+        # At the read-back the answer is a yes or a no, kept as heard unless it holds number words (a caller
+        # who dictates the number again).
+        secret = isinstance(node, AskNode) and node.input != "speech" and not (
+            getattr(self.state, "phase", "") == "confirm" and not numbers_ru.parse_digits(heard.text))
         what = f"{len(heard.text.split())} words" if secret else f"'{heard.text}'"
         where = ""
         if self.recording_path is not None and self.recording_started is not None:

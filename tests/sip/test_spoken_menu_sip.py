@@ -106,7 +106,10 @@ def test_a_spoken_phone_number_is_stored_for_the_callback(make_box, phone, loop_
     loop_thread.run(scenario(), timeout=150)
     [call] = wait_for_call_end(box.db_path)
     assert any(ch.startswith("closed_menu: 2 (speech: ") for ch in _choices(call)), _choices(call)
-    assert "callback_number: 11 digits spoken" in " ".join(_kinds(call, "speech"))
+    speech = _kinds(call, "speech")
+    assert "callback_number: 11 digits spoken" in " ".join(speech)
+    assert not [d for d in speech if "девятьсот" in d], speech  # the number's words are personal data: not kept
+    assert any(d.startswith("callback_number: heard 'да") for d in speech), speech  # the yes at the read-back is
     store = Store(box.db_path, migrate=False)
     try:
         callbacks = store.callbacks()
