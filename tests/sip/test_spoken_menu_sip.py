@@ -35,8 +35,8 @@ pytestmark = [
 def _words(where: Path, text: str) -> Path:
     raw, out = where / "raw.wav", where / f"{abs(hash(text))}.wav"
     subprocess.run(["espeak-ng", "-v", "ru", "-s", "150", "-w", str(raw), text], check=True, capture_output=True)
-    # espeak-ng speaks from 10 ms in; a caller starts after a breath. Without the pause the first consonant
-    # rode on the player's first RTP packets and, on a loaded machine, "да, верно" was heard as "аверно".
+    # espeak-ng speaks from 10 ms in; a caller starts after a breath. (The pause does not stop ru-commands
+    # from sometimes hearing "да, верно" as "аверно": the box then reads the number back again, see below.)
     subprocess.run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", str(out), "pad", "0.3", "0.2"],
                    check=True, capture_output=True)
     return out
@@ -79,7 +79,7 @@ def test_a_spoken_phone_number_is_stored_for_the_callback(make_box, phone, loop_
     box = make_box(flow_time="2026-11-25T21:00:00", queues={"reception": {"agents": [], "max_wait": 0}})
     callback = _words(tmp_path, "обратный звонок")
     number = _words(tmp_path, "восемь девятьсот шестнадцать сто двадцать три сорок пять шестьдесят семь")
-    yes = _words(tmp_path, "да, верно")  # a bare "да" (~0.25 s) is at the VAD's 0.2 s start: missed once
+    yes = _words(tmp_path, "да, верно")  # a bare "да" (~0.25 s) is at the VAD's 0.2 s start
 
     async def scenario() -> None:
         call = await phone.call(box.sip_uri, caller_id="anonymous")
