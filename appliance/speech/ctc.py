@@ -105,6 +105,11 @@ def spot(logp: np.ndarray, options: Iterable[tuple[str, Iterable[str]]], tokens:
     ranked = sorted((v[0], k, v[1]) for k, v in per_key.items())
     cost, key, phrase = ranked[0]
     runner_up = ranked[1][0] if len(ranked) > 1 else np.inf
-    if cost > max_cost or runner_up - cost < margin:
+    if not accepted(cost, runner_up, max_cost, margin):
         return None
     return Spotted(key, phrase, cost, float(runner_up))
+
+
+def accepted(cost: float, runner_up: float, max_cost: float, margin: float) -> bool:
+    """The rule ``spot`` decides by (tools/asr_train/evaluate.py sweeps it): cheap enough, and clear of the rest."""
+    return cost <= max_cost and runner_up - cost >= margin

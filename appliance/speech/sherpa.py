@@ -25,7 +25,7 @@ import sherpa_onnx
 from appliance.errors import SpeechError
 from appliance.speech.base import Transcript, Utterance
 from appliance.speech.ctc import Spotted
-from appliance.speech.tts import Resampler, float_to_pcm16, pcm16_to_float
+from appliance.speech.tts import Resampler, float_to_pcm16, pcm16_to_float, resample
 from appliance.speech.vad import FULL_SCALE, Samples, VadResult, from_dbfs, to_dbfs
 
 _LOGGER = logging.getLogger(__name__)
@@ -643,7 +643,7 @@ class CtcScores:
     (``ctc.spot``) needs the scores. Used only for an answer whose text named no option, so the model runs a
     second time for those alone. Needs kaldi-native-fbank and 80-bin "per_feature" models (the box's own)."""
 
-    def __init__(self, model: str | Path, tokens: str | Path, info: OnnxInfo) -> None:
+    def __init__(self, model: str | Path, tokens: dict[str, int], info: OnnxInfo) -> None:
         import kaldi_native_fbank  # noqa: F401 - fail here, at load, rather than on a caller's answer
         import onnxruntime
 
@@ -652,7 +652,7 @@ class CtcScores:
         opts.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in info.inputs]
-        self.tokens = read_tokens(tokens)
+        self.tokens = tokens
 
     @staticmethod
     def usable(info: OnnxInfo, tokens: dict[str, int]) -> bool:
@@ -690,10 +690,7 @@ class SherpaAsr:
             return None
         from appliance.speech import ctc
 
-        x = pcm16_to_float(pcm)
-        if sample_rate != self.sample_rate:
-            r = Resampler(sample_rate, self.sample_rate)
-            x = np.concatenate([r.process(x), r.flush()])
+        x = resample(pcm16_to_float(pcm), sample_rate, self.sample_rate)
         if len(x) < self.sample_rate // 10:
             return None
         return ctc.spot(self.scores(x), options, self.scores.tokens, max_cost=max_cost, margin=margin)
@@ -830,9 +827,9 @@ def asr_files(family: str, model_dir: Path, files: Sequence[str] = ()) -> dict[s
     return out
 
 
-def _ctc_scores(model: Path, tokens: Path) -> CtcScores | None:
-    info = onnx_info(model)
-    if not CtcScores.usable(info, read_tokens(tokens)):
+def _ctc_scores(model: Path, tokens_path: Path, info: OnnxInfo) -> CtcScores | None:
+    tokens = read_tokens(tokens_path)
+    if not CtcScores.usable(info, tokens):
         return None
     try:
         return CtcScores(model, tokens, info)
@@ -849,7 +846,7 @@ def load_asr(name: str, family: str, model_dir: str | Path, sample_rate: int, *,
     paths = asr_files(family, model_dir, files)
     ep = endpointing or Endpointing()
     if family == "nemo_ctc":
-        check_nemo_ctc(paths["model"], paths["tokens"])
+        info = check_nemo_ctc(paths["model"], paths["tokens"])
     elif safe:
         why = probe(family, *paths.values())
         if why:
@@ -860,7 +857,7 @@ def load_asr(name: str, family: str, model_dir: str | Path, sample_rate: int, *,
     if family == "nemo_ctc":
         rec = sherpa_onnx.OfflineRecognizer.from_nemo_ctc(model=str(paths["model"]), tokens=str(paths["tokens"]),
                                                           num_threads=num_threads, sample_rate=sample_rate)
-        return SherpaAsr(name, family, sample_rate, False, rec, ep, _ctc_scores(paths["model"], paths["tokens"]))
+        return SherpaAsr(name, family, sample_rate, False, rec, ep, _ctc_scores(paths["model"], paths["tokens"], info))
     if family == "streaming_ctc_tone":
         rec = sherpa_onnx.OnlineRecognizer.from_t_one_ctc(tokens=str(paths["tokens"]), model=str(paths["model"]),
                                                           num_threads=num_threads, sample_rate=sample_rate, **rules)

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from appliance.flow.keywords import choose
-from appliance.speech import sherpa
+from appliance.speech import ctc, sherpa
 from appliance.speech.numbers_ru import parse_digits
 from appliance.speech.tts import float_to_pcm16, resample
 from tools.asr_train import synth
@@ -72,7 +72,7 @@ def _accept(spotted, max_cost: float | None = None, margin: float | None = None)
     cost, runner_up = (spotted.cost, spotted.runner_up) if hasattr(spotted, "cost") else spotted[:2]
     max_cost = sherpa.SPOT_MAX_COST if max_cost is None else max_cost
     margin = sherpa.SPOT_MARGIN if margin is None else margin
-    return cost <= max_cost and runner_up - cost >= margin
+    return ctc.accepted(cost, runner_up, max_cost, margin)
 
 
 def _sweep(spots: list, others: list, menu_n: int, text_ok: int, other_n: int) -> None:
