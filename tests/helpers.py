@@ -59,11 +59,23 @@ def rms(x: np.ndarray) -> float:
 
 
 def best_match(haystack: np.ndarray, needle: np.ndarray) -> tuple[float, float]:
-    """(normalised correlation, offset in samples) of ``needle`` at its best position in ``haystack``."""
-    n = len(haystack) + len(needle)
-    xc = np.fft.irfft(np.fft.rfft(haystack, n) * np.conj(np.fft.rfft(needle, n)), n)[: len(haystack)]
-    lag = int(np.argmax(xc))
-    seg = haystack[lag: lag + len(needle)]
-    ref = needle[: len(seg)]
-    denom = np.linalg.norm(seg) * np.linalg.norm(ref)
-    return (float(np.dot(seg, ref) / denom) if denom else 0.0), float(lag)
+    """(normalised correlation, offset in samples) of ``needle`` at its best position in ``haystack``.
+
+    The search is normalised by the energy of each window of the haystack: a raw cross-correlation prefers
+    loud passages (speech next to the music) to the place where the needle really is.
+    """
+    if len(haystack) < len(needle):
+        needle = needle[: len(haystack)]
+    m = len(needle)
+    n = len(haystack) + m
+    xc = np.fft.irfft(np.fft.rfft(haystack, n) * np.conj(np.fft.rfft(needle, n)), n)[: len(haystack) - m + 1]
+    energy = np.concatenate(([0.0], np.cumsum(haystack * haystack)))
+    window = np.sqrt(np.maximum(energy[m:] - energy[:-m], 0.0))
+    ref = float(np.linalg.norm(needle))
+    if ref == 0.0 or not window.any():
+        return 0.0, 0.0
+    scores = np.where(window > 1e-9 * ref, xc / np.maximum(window, 1e-12) / ref, 0.0)
+    lag = int(np.argmax(scores))
+    seg = haystack[lag: lag + m]
+    denom = np.linalg.norm(seg) * ref
+    return (float(np.dot(seg, needle) / denom) if denom else 0.0), float(lag)

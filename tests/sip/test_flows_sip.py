@@ -68,7 +68,7 @@ def _played(prompt: str) -> Any:
 def _first_match(haystack: np.ndarray, needle: np.ndarray, threshold: float = 0.8) -> tuple[float, int]:
     """(normalised cross-correlation, offset) of the *first* place ``needle`` occurs in ``haystack`` with a
     correlation above ``threshold`` (the best one found if none is); a prompt heard several times is thus
-    found at its own turn, not at the loudest repeat (tests.helpers.best_match picks the largest peak)."""
+    found at its own turn, not at its best repeat (tests.helpers.best_match picks the best one)."""
     # A call hung up after a goodbye may end within its last samples: those are the renderer's 150 ms of
     # tail silence, so let the needle reach past the end of the recording by that much.
     haystack = np.concatenate((haystack, np.zeros(int(0.15 * RATE))))
