@@ -491,7 +491,7 @@ class CallSession:
             await self.deps.telephony.bridge(self.call_id, leg.leg_id)
             await self._transfer_result(leg.target, "connected")
         elif isinstance(event, ev.DtmfReceived) and leg.answered:
-            leg.keys, kind = feature_code(leg.keys, event.digit)
+            leg.keys, kind = feature_code(leg.keys, event.digit, self.deps.security.feature_codes)
             if kind:
                 await mark_call(self.deps.store, self.deps.security, self, kind, leg.target)
         elif isinstance(event, ev.CallEnded):

@@ -181,12 +181,27 @@ class AbuseSettings:
 
 
 @dataclass(frozen=True)
+class FeatureCodes:
+    """Keys a receptionist presses during a connected call; quoted in YAML ("*9"), since * and # mean YAML syntax."""
+
+    abusive: str = "*9"  # marks the caller abusive (`security.abuse` marks block the number)
+    threat: str = "*0"  # marks the call a threat: legal hold on the recording, metric, alert, webhook
+
+    def by_code(self) -> dict[str, str]:
+        return {self.abusive: "abusive", self.threat: "threat"}
+
+    def longest(self) -> int:
+        return max(len(self.abusive), len(self.threat))
+
+
+@dataclass(frozen=True)
 class SecuritySettings:
     withheld: str = "allow"  # allow | ask (type a number first) | block: callers who hide their number
     never_block: tuple[str, ...] = ()  # numbers/prefixes never blocked (ambulance dispatch, staff, partners)
     auto_block: AutoBlockSettings = field(default_factory=AutoBlockSettings)
     abuse: AbuseSettings = field(default_factory=AbuseSettings)
     threat_webhook: str | None = None  # POSTed JSON when a receptionist marks a threat (*0)
+    feature_codes: FeatureCodes = field(default_factory=FeatureCodes)
 
 
 @dataclass(frozen=True)
@@ -531,6 +546,13 @@ def _url(v: Any) -> str:
     return text
 
 
+def _feature_code(v: Any) -> str:
+    text = _text(v).strip()
+    if not re.fullmatch(r"[*#][0-9]{1,3}", text):
+        raise _Bad(f"'{text}' is not a feature code", 'use * or # and one to three digits, in quotes, e.g. "*9"')
+    return text
+
+
 def _outbound(v: Any) -> str:
     text = _text(v).strip()
     if not re.match(r"^sips?:\{(number|digits|national)\}@[^@\s]+$", text):
@@ -604,7 +626,9 @@ _SCHEMA: dict[type, dict[str, Any]] = {
                       "dead_line_timeout": _number(5, 3600), "vad": _choice("auto", "energy"),
                       "asr": _choice("auto", "off")},
     SecuritySettings: {"withheld": _choice("allow", "ask", "block"), "never_block": _patterns,
-                       "auto_block": AutoBlockSettings, "abuse": AbuseSettings, "threat_webhook": _url},
+                       "auto_block": AutoBlockSettings, "abuse": AbuseSettings, "threat_webhook": _url,
+                       "feature_codes": FeatureCodes},
+    FeatureCodes: {"abusive": _feature_code, "threat": _feature_code},
     AutoBlockSettings: {"calls": _number(0, 100, whole=True), "minutes": _number(1, 1440),
                         "block_minutes": _number(1, 10080)},
     AbuseSettings: {"marks": _number(0, 10, whole=True), "days": _number(1, 365)},
@@ -621,6 +645,10 @@ def _build(data: Any, c: _Checker) -> Settings:
         if pairs < sip.max_calls:
             c.error(("sip", "rtp_ports"), f"'{sip.rtp_ports}' fits {pairs} calls, not {sip.max_calls}",
                     f"give at least {2 * sip.max_calls} ports or lower max_calls")
+    codes = getattr(getattr(settings, "security", None), "feature_codes", None)
+    if codes is not None and codes.abusive == codes.threat:
+        c.error(("security", "feature_codes", "threat"), f"'{codes.threat}' is the abusive code too",
+                "give each mark its own code (defaults: abusive \"*9\", threat \"*0\")")
     if c.errors:
         c.errors.sort(key=lambda e: e[0])  # file order, so the first line is the first problem in the file
         raise ConfigError("\n".join(msg for _, _, msg in c.errors), code=c.errors[0][1])
@@ -652,10 +680,26 @@ def load_settings(path: str | Path) -> Settings:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = f"invalid YAML: {exc.problem or exc.context}"
+        if "undefined alias" in str(exc.problem):  # `abusive: *9`: YAML reads * as an alias
+            what += ' (a value starting with * must be quoted, e.g. "*9")'
         if exc.context and exc.problem and exc.context_mark:
             what += f" ({exc.context} at line {exc.context_mark.line + 1})"
         line, where = (mark.line + 1, f" at column {mark.column + 1}") if mark else (None, "")
         raise ConfigError(located(path, line, f"{what}; fix the syntax{where}"), code="E102") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}; fix the syntax", code="E102") from None
+    _commented_codes(c, data, text.splitlines())
     return _build(data, c)
+
+
+def _commented_codes(c: _Checker, data: Any, lines: list[str]) -> None:
+    """`threat: #5` unquoted is a YAML comment, so the default would apply silently: say so instead."""
+    section = data.get("security") if isinstance(data, Mapping) else None
+    codes = section.get("feature_codes") if isinstance(section, Mapping) else None
+    if not isinstance(codes, Mapping):
+        return
+    for key in ("abusive", "threat"):
+        at = ("security", "feature_codes", key)
+        line = c.lines.get(at)
+        if key in codes and codes[key] is None and line and re.search(rf"{key}\s*:\s+#", lines[line - 1]):
+            c.error(at, "the value after # is read as a YAML comment", 'quote the code, e.g. "#5"')

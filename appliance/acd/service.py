@@ -220,7 +220,7 @@ class QueueService:
                 return
             await self._feed(leg.queue, lambda core, now: core.agent_answered(leg.agent, now))
         elif isinstance(event, ev.DtmfReceived):
-            leg.keys, kind = feature_code(leg.keys, event.digit)
+            leg.keys, kind = feature_code(leg.keys, event.digit, self.settings.security.feature_codes)
             caller = self.callers.get(leg.target)
             if caller is not None and caller.bridged_leg == leg_id and kind:
                 await mark_call(self.writer, self.settings.security, caller.session, kind, leg.agent)

@@ -370,3 +370,52 @@ def test_every_schema_key_is_documented_in_the_example() -> None:
                 "interdigit_timeout", "data_dir", "dir", "cache", "main", "basic_auth", "mode", "format",
                 "no_input_timeout", "retries", "dead_line_timeout", "level"]:
         assert re.search(rf"(?m)^[\s#]*{key}:", text), key
+
+
+# ---- security.feature_codes: the receptionist's keys during a call ----
+
+def test_feature_codes_default_and_configured(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, "")).security.feature_codes.by_code() == {"*9": "abusive", "*0": "threat"}
+    text = "security:\n  feature_codes:\n    abusive: '#7'\n    threat: \"*911\"\n"
+    codes = load_settings(write(tmp_path, text)).security.feature_codes
+    assert (codes.abusive, codes.threat) == ("#7", "*911")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("security:\n  feature_codes:\n    abusive: '9'\n",
+         "F:3: security.feature_codes.abusive: '9' is not a feature code; "
+         'use * or # and one to three digits, in quotes, e.g. "*9"'),
+        ("security:\n  feature_codes:\n    threat: '*1234'\n",
+         "F:3: security.feature_codes.threat: '*1234' is not a feature code; "
+         'use * or # and one to three digits, in quotes, e.g. "*9"'),
+        ("security:\n  feature_codes:\n    threat: 9\n",
+         "F:3: security.feature_codes.threat: 9 is an integer, not text; put the value in quotes"),
+        ("security:\n  feature_codes:\n    abusive: '*5'\n    threat: '*5'\n",
+         "F:4: security.feature_codes.threat: '*5' is the abusive code too; "
+         'give each mark its own code (defaults: abusive "*9", threat "*0")'),
+        ("security:\n  feature_codes:\n    abusive: '*9'\n    threat: #5\n",
+         'F:4: security.feature_codes.threat: the value after # is read as a YAML comment; quote the code, e.g. "#5"'),
+        ("security:\n  feature_codes: {abusive: *9}\n",
+         "F:2: invalid YAML: found undefined alias '9' (a value starting with * must be quoted, e.g. \"*9\"); "
+         "fix the syntax at column 28"),
+        ("security:\n  feature_codes: {abuse: '*9'}\n",
+         "F:2: security.feature_codes.abuse: unknown key (did you mean 'abusive'?); allowed: abusive, threat"),
+    ],
+)
+def test_bad_feature_codes(tmp_path: Path, text: str, expected: str) -> None:
+    assert short(load_error(tmp_path, text), tmp_path) == expected
+
+
+def test_duplicate_feature_codes_in_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping({"security": {"feature_codes": {"abusive": "*0"}}}, tmp_path, source="<demo>")
+    assert message(info.value).startswith("<demo>: security.feature_codes.threat: '*0' is the abusive code too")
+    assert info.value.code == "E104"
+
+
+def test_example_documents_the_feature_codes() -> None:
+    s = load_settings(EXAMPLE)
+    assert s.security == settings_from_mapping({}, EXAMPLE.parent).security
+    assert '    abusive: "*9"' in EXAMPLE.read_text(encoding="utf-8")
