@@ -225,7 +225,8 @@ class App:
             kinds = ("vad", "asr", "tts") if listen.vad != "energy" and listen.asr != "off" else \
                 ("vad", "tts") if listen.vad != "energy" else ("tts",)
             eng = load_engines(data / "models", self.settings.clinic.language, kinds=kinds,
-                               max_vad=max(1, min(self.settings.sip.max_calls, 64)))
+                               max_vad=max(1, min(self.settings.sip.max_calls, 64)),
+                               tts_languages=sorted(self.prompts.catalog) if self.prompts is not None else ())
         except Exception as exc:  # noqa: BLE001 - speech is optional: the box answers with keys and energy VAD
             _LOGGER.warning("speech engines not loaded (%s): energy VAD, keys only", exc)
             return None
@@ -272,10 +273,12 @@ class App:
         self.recordings = RecordingGuard(self.settings, self.writer)
         await self.recordings.start()  # retention and quota at start-up, then the disk watch
         self._load_prompts_and_flows(data)
+        self.speech = await loop.run_in_executor(None, self._load_speech, data)
+        if self.speech is not None:  # each prompt language is spoken by the voice picked for it
+            self.prompts.renderers = self.speech.prompt_renderers()
         rendered, cached = await loop.run_in_executor(None, self.prompts.render_all)
         _LOGGER.info("prompts ready: %d rendered, %d cached", rendered, cached)
         self._start_metrics()
-        self.speech = await loop.run_in_executor(None, self._load_speech, data)
         if self.telephony is None:
             self.telephony = self._build_telephony()
         await self.telephony.start(self.on_event)

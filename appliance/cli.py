@@ -181,6 +181,16 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         else Path("var/prompt-cache"))
     name = settings.clinic.name if settings else args.clinic_name
     lib = PromptLibrary(load_prompt_catalog(voices), voices, cache, variables={"clinic_name": name})
+    # The voices the box itself would pick for each prompt language, so the box finds the cache warm.
+    models_dir = Path(args.models_dir) if args.models_dir else (
+        Path(settings.data_dir) / "models" if settings else None)
+    if lib.catalog:
+        from appliance.speech.engines import load_engines
+
+        eng = load_engines(models_dir, sorted(lib.catalog)[0], kinds=("tts",), tts_languages=sorted(lib.catalog))
+        for line in eng.lines:
+            print(line, file=sys.stderr)
+        lib.renderers = eng.prompt_renderers()
 
     def progress(n: int, total: int, what: str) -> None:
         width = 30
@@ -360,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--voices")
     render.add_argument("--cache")
     render.add_argument("--clinic-name", default="Поликлиника №1")
+    render.add_argument("--models-dir", help="where the box's models are (default <data_dir>/models with a "
+                        "settings file; without one only pip-packaged voices); each language is rendered with "
+                        "the voice the box would pick for it")
     prompts.set_defaults(func=cmd_prompts)
 
     block = sub.add_parser("block", help="block or unblock callers by number or prefix")

@@ -20,6 +20,7 @@ from typing import Any
 
 from appliance.errors import SpeechError
 from appliance.speech import models
+from appliance.speech.base import TELEPHONY_RATE
 from appliance.speech.vad import EnergyVad, Vad
 
 _LOGGER = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ class SpeechEngines:
 
     lines: list[str] = field(default_factory=list)
     asr: Any = None  # base.Asr or None: spoken menu choices disabled
-    tts: Any = None  # base.Tts or None: only pre-rendered prompts
+    tts: Any = None  # base.Tts or None: only pre-rendered prompts (the voice of the box's main language)
+    voices: dict[str, Any] = field(default_factory=dict)  # language -> base.Tts picked for it (tts included)
     vad_model: Path | None = None
     vad_pool: Any = None  # sherpa.SileroVadPool or None: EnergyVad for every call
     vad_options: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +77,21 @@ class SpeechEngines:
     def release_vad(self, vad: Vad) -> None:
         if self.vad_pool is not None and not isinstance(vad, EnergyVad):
             self.vad_pool.release(vad)
+
+    def prompt_renderers(self, rate: int | None = None) -> dict[str, Any]:
+        """Renderers for ``PromptLibrary``: a language whose picked voice is a neural one that speaks it gets
+        that voice; every other language (espeak-ng picked, or a voice of another language) is left to the
+        library's espeak-ng renderer."""
+        from appliance.speech.prompts import base_language
+
+        out: dict[str, Any] = {}
+        for lang, tts in self.voices.items():
+            if tts is None or tts.name == "espeak-ng" or base_language(tts.language) != base_language(lang):
+                continue
+            from appliance.speech.tts import TtsRenderer  # numpy: only when a neural voice loaded
+
+            out[base_language(lang)] = TtsRenderer(tts, rate or TELEPHONY_RATE)
+        return out
 
     def log(self, logger: logging.Logger = _LOGGER) -> None:
         for line in self.lines:
@@ -149,8 +166,11 @@ def _load_asr(eng: SpeechEngines, sherpa: Any, models_dir: Path | None, language
 def load_engines(models_dir: str | Path | None, language: str = "ru", *, manifest: Any = None,
                  kinds: Sequence[str] = ("vad", "asr", "tts"), max_vad: int = 32, probe: bool = True,
                  num_threads: int = 1, vad_options: dict[str, Any] | None = None, vad_engine: str = "shared",
-                 tts_cache_dir: Path | None = None) -> SpeechEngines:
+                 tts_cache_dir: Path | None = None, tts_languages: Sequence[str] = ()) -> SpeechEngines:
     """Load the best installed engine of each kind for ``language``; the reasons go into ``.lines``.
+
+    ``tts_languages``: more languages to pick a voice for (the box's prompt languages); each gets its own
+    "TTS" line naming the language, and ``voices`` maps every language to its engine.
 
     ``vad_engine``: "shared" (one onnxruntime Silero session for every call: ~16 MB in all) or "sherpa"
     (sherpa_onnx.VoiceActivityDetector: ~3.5 MB a call); "shared" falls back to "sherpa" if it cannot load.
@@ -175,9 +195,15 @@ def load_engines(models_dir: str | Path | None, language: str = "ru", *, manifes
         except ImportError as exc:
             eng.lines.append(f"TTS: pre-rendered prompts only (numpy missing: {exc})")
         else:
-            eng.tts, line = tts_mod.best_tts(language, models_dir, manifest=man, num_threads=num_threads,
+            from appliance.speech.prompts import base_language
+
+            langs = list(dict.fromkeys(base_language(x) for x in (language, *tts_languages)))
+            for lang in langs:
+                tts, line = tts_mod.best_tts(lang, models_dir, manifest=man, num_threads=num_threads,
                                              cache_dir=tts_cache_dir)
-            eng.lines.append(line)
+                eng.voices[lang] = tts
+                eng.lines.append(line)
+            eng.tts = eng.voices[langs[0]]
     return eng
 
 

@@ -1,7 +1,9 @@
 """Prompt audio: a clinic's own recordings win; otherwise texts are rendered with a TTS engine and cached.
 
-The cache key is (engine, voice, rate, text), so only changed texts re-render. Files are 16-bit mono WAV at
-the telephony rate (the conference bridge's clock), so pjmedia never resamples prompts during a call.
+Each language has its renderer: the neural voice the box loaded for it (``tts.TtsRenderer``, see
+``engines.SpeechEngines.prompt_renderers``) or espeak-ng. The cache key is (engine, voice, rate, speed, text),
+so only changed texts (or a changed voice) re-render. Files are 16-bit mono WAV at the telephony rate (the
+conference bridge's clock), so pjmedia never resamples prompts during a call.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 from appliance.errors import SpeechError
 
@@ -61,8 +66,17 @@ class EspeakRenderer:
 MOH_DIR = "moh"
 
 
+def base_language(language: str) -> str:
+    """"ru_RU" / "en-US" / "EN" -> "ru" / "en"."""
+    return language.split("_")[0].split("-")[0].lower()
+
+
 class PromptLibrary:
-    """Maps (language, prompt id) to a WAV file, rendering missing ones into the cache directory."""
+    """Maps (language, prompt id) to a WAV file, rendering missing ones into the cache directory.
+
+    ``renderers`` maps a language to its renderer (a neural voice that speaks it); other languages use
+    ``renderer`` (espeak-ng by default).
+    """
 
     def __init__(
         self,
@@ -70,13 +84,26 @@ class PromptLibrary:
         voices_dir: Path,
         cache_dir: Path,
         variables: Mapping[str, str] | None = None,
-        renderer: EspeakRenderer | None = None,
+        renderer: Any = None,
+        renderers: Mapping[str, Any] | None = None,
     ) -> None:
         self.catalog = catalog
         self.voices_dir = voices_dir
         self.cache_dir = cache_dir
         self.variables = dict(variables or {})
         self.renderer = renderer or EspeakRenderer()
+        self.renderers = {base_language(k): v for k, v in (renderers or {}).items()}
+        self._locks: dict[Path, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def renderer_for(self, language: str) -> Any:
+        """The renderer that speaks ``language``: its neural voice if the box has one, else the default."""
+        return self.renderers.get(base_language(language), self.renderer)
+
+    def voice(self, language: str) -> str:
+        """Which engine and voice speak ``language`` (for logs and the CLI)."""
+        r = self.renderer_for(language)
+        return f"{r.name} {r.voice(base_language(language))}"
 
     def text(self, language: str, prompt_id: str) -> str:
         try:
@@ -94,7 +121,7 @@ class PromptLibrary:
         return path if path.is_file() else None
 
     def _cached(self, language: str, text: str) -> Path:
-        r = self.renderer
+        r = self.renderer_for(language)
         key = hashlib.sha256(f"{r.name}|{r.voice(language)}|{r.rate}|{r.speed}|{text}".encode()).hexdigest()
         return self.cache_dir / language / f"{key[:24]}.wav"
 
@@ -117,21 +144,42 @@ class PromptLibrary:
 
     def ensure(self, language: str, text: str) -> Path:
         out = self._cached(language, text)
-        if not out.is_file():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            self.renderer.render(language, text, out)
+        if out.is_file():
+            return out
+        with self._locks_lock:  # two calls asking for the same new phrase render it once
+            lock = self._locks.setdefault(out, threading.Lock())
+        with lock:
+            if not out.is_file():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                self.renderer_for(language).render(language, text, out)
+        with self._locks_lock:
+            self._locks.pop(out, None)
         return out
 
-    def render_all(self, progress: Callable[[int, int, str], None] | None = None) -> tuple[int, int]:
-        """Render every prompt of every language; returns (rendered now, already cached)."""
+    def render_all(self, progress: Callable[[int, int, str], None] | None = None,
+                   workers: int | None = None) -> tuple[int, int]:
+        """Render every prompt of every language; returns (rendered now, already cached).
+
+        Missing prompts render on ``workers`` threads (default: one per core, at most 4): a neural voice
+        runs one onnxruntime thread per sentence, so two cores render an English catalog twice as fast.
+        """
         jobs = [(lang, pid) for lang, items in sorted(self.catalog.items()) for pid in sorted(items)]
-        rendered = cached = 0
-        for n, (lang, pid) in enumerate(jobs, 1):
+        todo = []
+        done = 0
+        for lang, pid in jobs:
             if self.recorded(lang, pid) is not None or self._cached(lang, self.text(lang, pid)).is_file():
-                cached += 1
+                done += 1
+                if progress:
+                    progress(done, len(jobs), f"{lang}/{pid}")
             else:
-                self.ensure(lang, self.text(lang, pid))
-                rendered += 1
-            if progress:
-                progress(n, len(jobs), f"{lang}/{pid}")
-        return rendered, cached
+                todo.append((lang, pid))
+        cached = done
+        workers = max(1, min(workers or min(4, os.cpu_count() or 1), len(todo) or 1))
+        with ThreadPoolExecutor(workers, thread_name_prefix="prompt") as pool:
+            futures = {pool.submit(self.ensure, lang, self.text(lang, pid)): f"{lang}/{pid}" for lang, pid in todo}
+            for fut in as_completed(futures):
+                fut.result()  # a render that fails raises here (the box does not start without its prompts)
+                done += 1
+                if progress:
+                    progress(done, len(jobs), futures[fut])
+        return len(todo), cached

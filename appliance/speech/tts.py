@@ -461,7 +461,12 @@ def best_tts(language: str = "ru", models_dir: str | Path | None = None, *, pref
              manifest: Any = None, num_threads: int = 1, cache_dir: Path | None = None,
              espeak: bool = True) -> tuple[Any, str]:
     """The best TTS for ``language``: an installed Piper voice (manifest, then pip packages) through the
-    preferred engine that loads, else espeak-ng. Returns (engine or None, the start-up line saying why)."""
+    preferred engine that loads, else espeak-ng. Returns (engine or None, the start-up line saying why).
+
+    The line names the language it is about: "TTS (en): en_US-joe-medium ... through piper, ...",
+    "TTS (ru): espeak-ng: no neural voice installed; ...". The voice speaks that language's prompts and
+    dynamic phrases (see ``PromptLibrary``); a clinic's own recordings still win.
+    """
     lang = language.split("_")[0].split("-")[0].lower()
     candidates: list[PiperVoiceFiles] = []
     notes: list[str] = []
@@ -484,14 +489,16 @@ def best_tts(language: str = "ru", models_dir: str | Path | None = None, *, pref
             except (SpeechError, OSError, RuntimeError, ValueError) as exc:
                 notes.append(f"{v.name} via {engine}: {exc}")
                 continue
-            line = (f"TTS: {v.name} ({v.source}) through {engine}, {tts.native_rate} Hz resampled to 8 kHz, "
-                    f"loaded in {time.perf_counter() - t0:.1f} s")
+            line = (f"TTS ({lang}): {v.name} ({v.source}) through {engine}, {tts.native_rate} Hz resampled to "
+                    f"8 kHz, loaded in {time.perf_counter() - t0:.1f} s; speaks the {lang} prompts and phrases")
             return tts, line + (f" (skipped: {'; '.join(notes)})" if notes else "")
     if espeak and EspeakTts.available():
         why = "no neural voice installed" if not candidates else "no neural voice loaded"
         extra = f" ({'; '.join(notes)})" if notes else ""
-        return EspeakTts(lang), f"TTS: espeak-ng ({lang}): {why}{extra}; `registratura models fetch piper-ru-irina`"
-    return None, "TTS: none: no neural voice and no espeak-ng; only pre-rendered prompts play"
+        hint = "`registratura models fetch piper-ru-irina`" if lang == "ru" else \
+            f"put a Piper {lang} voice in the models directory for a natural one"
+        return EspeakTts(lang), f"TTS ({lang}): espeak-ng speaks the {lang} prompts and phrases: {why}{extra}; {hint}"
+    return None, f"TTS ({lang}): none: no neural voice and no espeak-ng; only pre-rendered prompts play"
 
 
 def read_wav(path: str | Path) -> tuple[bytes, int]:

@@ -163,7 +163,7 @@ def test_best_tts_picks_a_voice_and_says_why(tmp_path):
         assert tts is not None and tts.name == "espeak-ng" and "no neural voice installed" in line
     if JOE is not None:
         tts, line = best_tts("en", tmp_path)
-        assert tts.voice == "en_US-joe-medium" and line.startswith("TTS: en_US-joe-medium")
+        assert tts.voice == "en_US-joe-medium" and line.startswith("TTS (en): en_US-joe-medium")
 
 
 def test_prompt_library_renders_with_piper_and_only_changed_texts(piper, tmp_path):
