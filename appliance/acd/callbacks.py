@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from appliance.acd.model import CallbackPolicy, QueueEvent, QueueLogRecord
-from appliance.speech.phrases import ru_plural
+from appliance.speech.phrases import duration
 
 
 class CallbackState(StrEnum):
@@ -249,10 +249,11 @@ def agent_announcement(cb: Callback, lang: str = "ru") -> str:
     number = spoken_number(cb.number)
     minutes = round(cb.waited / 60)
     if lang == "en":
-        waited = "less than a minute" if minutes < 1 else f"{minutes} minute{'' if minutes == 1 else 's'}"
+        waited = "less than a minute" if minutes < 1 else duration(minutes, "en", case="accusative")
         why = "asked to be called back" if cb.reason == "offer" else "hung up"
         return f"Callback to {number}. The patient waited {waited} and {why}."
-    waited = "меньше минуты" if minutes < 1 else f"{minutes} {ru_plural(minutes, 'минуту', 'минуты', 'минут')}"
+    # In words: a voice reads "1 минуту" as "один минуту"; "одну минуту", "три минуты", "час и пять минут".
+    waited = "меньше минуты" if minutes < 1 else duration(minutes, "ru", case="accusative")
     why = "попросил перезвонить" if cb.reason == "offer" else "не дождался ответа"
     return f"Обратный звонок на номер {number}. Пациент ждал {waited} и {why}."
 

@@ -304,8 +304,9 @@ class QueueService:
             await caller.session.note("queue", f"connected to {action.agent}")
             _LOGGER.info("queue %s: call %s connected to %s", queue, action.call_id, action.agent)
         elif isinstance(action, Announce):
-            text = " ".join(t for t in (phrases.queue_position(action.position, self.language),
-                                        phrases.expected_wait(action.expected_wait, self.language)) if t)
+            lang = self._language(action.call_id)  # the caller's flow language, spoken by that language's voice
+            text = " ".join(t for t in (phrases.queue_position(action.position, lang),
+                                        phrases.expected_wait(action.expected_wait, lang)) if t)
             await self._say(action.call_id, (f"text:{text}",))
         elif isinstance(action, OfferCallback):
             caller = self.callers.get(action.call_id)
@@ -325,15 +326,23 @@ class QueueService:
                 await caller.session.note("queue", "callback requested")
                 self._ids += 1
                 caller.final_id = self._ids
-                await tel.play(action.call_id, await self._files(("callback_recorded", "goodbye")), caller.final_id)
+                files = await self._files(("callback_recorded", "goodbye"), self._language(action.call_id))
+                await tel.play(action.call_id, files, caller.final_id)
         elif isinstance(action, LeaveQueue):
             await self._say(action.call_id, ("goodbye",))
 
     # ------------------------------------------------------------------------------------ media
 
-    async def _files(self, prompts: tuple[str, ...]) -> list[Path]:
+    async def _files(self, prompts: tuple[str, ...], language: str | None = None) -> list[Path]:
+        """Prompt files in ``language`` (a caller's flow language); the box's language for receptionists."""
         loop = asyncio.get_running_loop()
-        return [await loop.run_in_executor(None, self.prompts.path, self.language, p) for p in prompts]
+        lang = language or self.language
+        return [await loop.run_in_executor(None, self.prompts.path, lang, p) for p in prompts]
+
+    def _language(self, call_id: str) -> str:
+        caller = self.callers.get(call_id)
+        lang = getattr(caller.session, "language", None) if caller is not None else None
+        return lang if isinstance(lang, str) and lang else self.language
 
     async def _start_music(self, caller: _Caller) -> None:
         self._ids += 1
@@ -349,7 +358,7 @@ class QueueService:
         caller.moh_id = 0
         await caller.session.note("play", " ".join(p if not p.startswith("text:") else "announcement"
                                                    for p in prompts))
-        await self.telephony.play(call_id, await self._files(prompts), caller.speaking_id)
+        await self.telephony.play(call_id, await self._files(prompts, self._language(call_id)), caller.speaking_id)
 
     async def _hangup_leg(self, leg_id: str) -> None:
         try:

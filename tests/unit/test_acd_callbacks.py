@@ -46,7 +46,7 @@ def test_agent_first_then_patient_then_bridge() -> None:
     assert step.callback.state is CallbackState.DIALING_PATIENT
     announce, dial = step.actions  # the receptionist hears who before the patient is dialled
     assert announce == AnnounceToAgent(
-        "c1", A, "Обратный звонок на номер +7 916 123 45 67. Пациент ждал 3 минуты и не дождался ответа."
+        "c1", A, "Обратный звонок на номер +7 916 123 45 67. Пациент ждал три минуты и не дождался ответа."
     )
     assert dial == DialPatient("c1", "+79161234567", POLICY.patient_ring_timeout)
     assert [r.event for r in step.records] == [E.CALLBACK_ATTEMPT]
@@ -122,14 +122,18 @@ def test_late_events_change_nothing() -> None:
 
 
 def test_announcement_text() -> None:
-    assert cbs.agent_announcement(pending(waited=61), "ru").endswith("ждал 1 минуту и не дождался ответа.")
-    assert "ждал 5 минут" in cbs.agent_announcement(pending(waited=300))
-    assert "ждал 22 минуты" in cbs.agent_announcement(pending(waited=22 * 60))
-    assert "ждал 11 минут" in cbs.agent_announcement(pending(waited=11 * 60))
+    """Minutes in words: a voice reads "1 минуту" as "один минуту"."""
+    assert cbs.agent_announcement(pending(waited=61), "ru").endswith("ждал одну минуту и не дождался ответа.")
+    assert "ждал пять минут" in cbs.agent_announcement(pending(waited=300))
+    assert "ждал двадцать две минуты" in cbs.agent_announcement(pending(waited=22 * 60))
+    assert "ждал двадцать одну минуту" in cbs.agent_announcement(pending(waited=21 * 60))
+    assert "ждал одиннадцать минут" in cbs.agent_announcement(pending(waited=11 * 60))
+    assert "ждал час и пять минут" in cbs.agent_announcement(pending(waited=65 * 60))
     assert "меньше минуты" in cbs.agent_announcement(pending(waited=20))
     assert cbs.agent_announcement(pending("offer", 180), "en") == (
-        "Callback to +7 916 123 45 67. The patient waited 3 minutes and asked to be called back."
+        "Callback to +7 916 123 45 67. The patient waited three minutes and asked to be called back."
     )
+    assert "waited an hour and" in cbs.agent_announcement(pending("offer", 62 * 60), "en")
     assert cbs.spoken_number("+4930123456") == "+4930123456"
 
 
@@ -148,7 +152,7 @@ def test_abandon_then_callback_is_placed_agent_first_once_a_receptionist_is_free
     cb = cbs.agent_found(cb, A, 300, POLICY).callback
     q.agent_answered(A, 305)
     step = cbs.agent_answered(cb, 305, POLICY)
-    assert "ждал 3 минуты" in step.actions[0].text
+    assert "ждал три минуты" in step.actions[0].text
     step = cbs.patient_answered(step.callback, 320)
     assert step.callback.state is CallbackState.DONE
     assert q.agent(A).status is AgentStatus.BUSY
