@@ -212,8 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, help="the box's models directory")
     p.add_argument("--language", default="ru")
     p.add_argument("--no-probe", action="store_true", help="do not test-load models in a child process first")
+    p.add_argument("--prompt-languages", default="", help="more languages to pick a voice for, e.g. en "
+                   "(the box picks one for every voices/<language>/)")
     args = p.parse_args(argv)
-    eng = load_engines(args.models_dir, args.language, probe=not args.no_probe)
+    eng = load_engines(args.models_dir, args.language, probe=not args.no_probe,
+                       tts_languages=[x.strip() for x in args.prompt_languages.split(",") if x.strip()])
     for line in eng.lines:
         print(line)
     return 0
