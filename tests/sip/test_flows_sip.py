@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -308,6 +309,55 @@ def test_broken_flow_is_rejected_mid_call_and_the_last_good_flow_keeps_serving(m
     third = wait_for_call_end(box.db_path, count=3)[0]
     assert _kinds(third, "play")[0] == "greeting"
     assert box.scrape()['registratura_flow_reloads_total{result="rejected"}'] == 2.0
+
+
+def test_sighup_takes_a_valid_change_and_the_call_in_progress_keeps_its_flow(make_box, phone, loop_thread,
+                                                                          tmp_path):
+    """`systemctl reload registratura` (SIGHUP) takes an edited flow even where the file's time did not change
+    (a copy that keeps times, a clock set back); a call in progress finishes on the flow it started with."""
+    flows = _copy_flows(tmp_path)
+    box = make_box(flows_dir=flows)
+    main = flows / "clinic_ru.yaml"
+    good = main.read_text(encoding="utf-8")
+    changed = good.replace("prompts: [greeting, recording_notice]", "prompts: [greeting]") \
+                  .replace("    prompts: [tests_menu]\n", "    prompts: [emergency, tests_menu]\n")
+    assert changed.count("[emergency, tests_menu]") == 1 and "[greeting]" in changed
+
+    async def first_call() -> None:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        await _until(box, _played("main_menu"), what="main menu")
+        before = os.stat(main)
+        offset = len(box.log())
+        _write(main, changed)
+        os.utime(main, ns=(before.st_atime_ns, before.st_mtime_ns))  # the file watch cannot see this edit
+        await asyncio.sleep(3.0)  # longer than the watch's 2 s poll
+        assert "flows reloaded" not in box.log()[offset:]
+        box.proc.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(_wait_log, box, r"flows reloaded: clinic_en, clinic_ru", offset)
+        await phone.press(call, "5")
+        await _until(box, _played("tests_menu"), what="tests menu")
+        await asyncio.sleep(0.5)
+        await phone.hangup(call)
+        await phone.ended(call)
+
+    async def second_call() -> None:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        await _until(box, lambda c: c["id"] == 2 and _kinds(c, "play"), what="call 2 playing")
+        await phone.hangup(call)
+        await phone.ended(call)
+
+    loop_thread.run(first_call(), timeout=90)
+    [first] = wait_for_call_end(box.db_path)
+    assert _kinds(first, "choice") == ["main_menu: 5 -> tests_menu"]
+    assert "tests_menu" in _kinds(first, "play") and "emergency tests_menu" not in _kinds(first, "play")
+    assert _kinds(first, "play")[0] == "greeting recording_notice"
+
+    loop_thread.run(second_call())
+    second = wait_for_call_end(box.db_path, count=2)[0]
+    assert _kinds(second, "play")[0] == "greeting"  # the new call is on the reloaded flow
+    assert box.scrape()['registratura_flow_reloads_total{result="ok"}'] == 1.0
 
 
 # ---------------------------------------------------------------------------------------- d. dead lines
