@@ -38,7 +38,7 @@ from appliance.events import (
     TransferFailed,
     VoiceActivity,
 )
-from appliance.flow import conditions, keywords
+from appliance.flow import checks, conditions, keywords
 from appliance.flow.model import (
     CALLER_VAR,
     DIGITS_PLACEHOLDER,
@@ -360,7 +360,7 @@ def _finish_ask(run: _Run, state: CallState, flow: Flow, node: AskNode) -> CallS
     digits = state.digits
     ok = node.min_length <= len(digits) <= node.max_length and (
         node.pattern is None or re.fullmatch(node.pattern, digits) is not None
-    )
+    ) and checks.passes(node.check, digits, run.now.date())
     if not ok:
         return _retry(run, state, flow, node, "invalid")
     if node.confirm:

@@ -99,6 +99,7 @@ class AskNode(Node):
     max_length: int = 20
     terminator: str = "#"  # "" = none; the key "*" always clears what was typed so far
     pattern: str | None = None  # a regular expression the whole input must match
+    check: str | None = None  # "date" / "date_of_birth": DDMMYYYY must be a real date (see ASK_CHECKS)
     confirm: tuple[str, ...] = ()  # read back and ask 1 = yes / 2 = type again; "$digits" = the input
     input: str = "digits"  # digits: keys or numbers said aloud; speech: free words (a home visit's reason)
     interruptible: bool = True

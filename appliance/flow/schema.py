@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from appliance.flow import conditions
+from appliance.flow.checks import ASK_CHECKS
 from appliance.flow.model import (
     NODE_TYPES,
     AskNode,
@@ -44,7 +45,8 @@ _KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "menu": (("prompts", "options"), _MENU_TAIL),
     "ask": (
         ("prompts", "var", "next"),
-        ("input", "min_length", "max_length", "terminator", "pattern", "confirm", "interdigit_timeout", *_MENU_TAIL),
+        ("input", "min_length", "max_length", "terminator", "pattern", "check", "confirm", "interdigit_timeout",
+         *_MENU_TAIL),
     ),
     "branch": (("cases", "default"), ()),
     "queue": (("queue",), ("prompts",)),
@@ -194,8 +196,14 @@ def _parse_option(f: SourceFile, node_id: str, key: str, line: int, value: yaml.
 
 
 def _build_ask(f: SourceFile, x: Fields, base: dict[str, Any]) -> Node:
-    min_len = x.number("min_length", integer=True, minimum=1) or 1
-    max_len = x.number("max_length", integer=True, minimum=1) or 20
+    check = x.text("check")
+    if check is not None and check not in ASK_CHECKS:
+        f.err(x.line("check"), x.id, f"check '{check}' is not known",
+              f"use one of: {', '.join(ASK_CHECKS)} (a date is typed as DDMMYYYY)")
+        check = None
+    # A date is typed as 8 digits (DDMMYYYY): that is the default length once a check asks for one.
+    min_len = x.number("min_length", integer=True, minimum=1) or (8 if check else 1)
+    max_len = x.number("max_length", integer=True, minimum=1) or (8 if check else 20)
     if max_len < min_len:
         f.err(base["line"], x.id, f"max_length {max_len} is below min_length {min_len}", "swap or fix them")
     terminator = x.raw("terminator") if "terminator" in x.items else "#"
@@ -229,6 +237,7 @@ def _build_ask(f: SourceFile, x: Fields, base: dict[str, Any]) -> Node:
         max_length=max_len,
         terminator=terminator or "",
         pattern=pattern,
+        check=check,
         confirm=confirm,
         input=kind,
         interdigit_timeout=x.number("interdigit_timeout"),

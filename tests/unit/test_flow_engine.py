@@ -391,6 +391,41 @@ def test_ask_rejects_short_or_malformed_input_with_its_invalid_prompt(tmp_path):
     assert call.state.node == "entry" and call.state.retries == 1
 
 
+DATE_OF_BIRTH = """
+entry:
+  type: ask
+  prompts: [callback_enter_number]
+  var: born
+  check: date_of_birth
+  invalid_prompt: number_invalid
+  next: done
+done:
+  type: hangup
+"""
+
+
+@pytest.mark.parametrize(("typed", "taken"), [
+    ("05031957", True),   # 5 March 1957
+    ("29022000", True),   # a leap day that was
+    ("29021999", False),  # one that was not
+    ("31042001", False),  # April has 30 days
+    ("15132001", False),  # month 13
+    ("00012001", False),  # day 0
+    ("01011899", False),  # older than any patient (120 years)
+    ("01012031", False),  # not born yet (the call is on MONDAY_10)
+    ("0503195", False),   # seven digits after the terminator
+])
+def test_ask_date_of_birth_takes_only_real_dates_in_the_past(tmp_path, typed, taken):
+    call = Call(make_flow(tmp_path, DATE_OF_BIRTH))
+    call.done()
+    call.press(typed + ("#" if len(typed) < 8 else ""))
+    if taken:
+        assert call.state.vars["born"] == typed
+    else:
+        assert "born" not in call.state.vars and call.state.retries == 1
+        assert Play(("number_invalid", "callback_enter_number"), 2, True) in call.of(Play)
+
+
 def test_ask_star_clears_what_was_typed(tmp_path):
     call = Call(ask_flow(tmp_path))
     call.done()

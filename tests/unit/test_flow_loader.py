@@ -390,3 +390,14 @@ def test_ask_input_must_be_digits_or_speech(tmp_path):
     text = text.replace("  appointment:\n    type: say\n    prompts: [appointment_info]\n    next: bye\n", "")
     found = problems(tmp_path, text)
     assert len(found) == 1 and "node 'reason': input 'voice' is not allowed; use digits" in found[0]
+
+
+def test_ask_check_must_be_known_and_names_its_line(tmp_path):
+    text = GOOD.replace("  appointment:\n    type: say\n    prompts: [appointment_info]\n    next: bye\n",
+                        "  appointment:\n    type: ask\n    prompts: [appointment_info]\n    var: born\n"
+                        "    check: birthday\n    next: bye\n")
+    found = problems(tmp_path, text)
+    line = text.splitlines().index("    check: birthday") + 1
+    assert len(found) == 1, found
+    assert f":{line}: node 'appointment': check 'birthday' is not known; use one of: date, date_of_birth" \
+        in found[0]
