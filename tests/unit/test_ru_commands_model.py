@@ -1,6 +1,6 @@
 """The bundled command recogniser (models/ru-commands) through the box's own loader, on voices it never heard.
 
-A fixed small set: menu answers of the shipped clinic_ru flow and dictated phone numbers, spoken by espeak-ng
+A fixed small set, loaded as the box loads it (speech.engines.load_engines): menu answers of the shipped clinic_ru flow and dictated phone numbers, spoken by espeak-ng
 voices held out of training (tools/asr_train/synth.HELD_OUT), sent through 8 kHz µ-law as on a call. The full
 figures are in models/ru-commands/MODEL_CARD.md (`tools/asr_train/train.sh --full` then evaluate.py).
 """
@@ -40,14 +40,22 @@ PHONES = [
     ("восемь девятьсот шестьдесят семь четыреста тридцать два десять одиннадцать", "89674321011"),
     ("восемь девятьсот девяносто девять восемьсот восемьдесят восемь семьдесят семь шестьдесят шесть",
      "89998887766"),
+    ("восемь четыреста девяносто пять двести тридцать четыре пятьдесят шесть семьдесят восемь", "84952345678"),
+    ("восемь девятьсот пятнадцать ноль ноль один двенадцать тринадцать", "89150011213"),
+    ("восемь девять один шесть один два три четыре пять шесть семь", "89161234567"),
+    ("восемь девятьсот восемьдесят пять шестьсот сорок девяносто ноль ноль", "89856409000"),
+    ("восемь девятьсот семьдесят семь сто восемнадцать пятнадцать сорок", "89771181540"),
 ]
 
 
 @pytest.fixture(scope="module")
-def asr():
-    from appliance.speech import sherpa
+def asr(tmp_path_factory):
+    """The recogniser the box picks for a Russian flow with nothing else installed (its speech engine loader)."""
+    from appliance.speech.engines import load_engines
 
-    return sherpa.load_asr("ru-commands", "nemo_ctc", MODEL_DIR, 16000, files=["model.int8.onnx", "tokens.txt"])
+    eng = load_engines(tmp_path_factory.mktemp("models"), "ru", kinds=("asr",))
+    assert eng.asr is not None and eng.asr.name == "ru-commands", eng.lines
+    return eng.asr
 
 
 def _call_audio(text: str, voice: str, tmp: Path) -> bytes:
@@ -91,7 +99,7 @@ def test_dictated_phone_numbers_come_out_digit_exact(asr, tmp_path):
         heard = asr.transcribe(_call_audio(text, ("ru+f5", "ru+m7")[i % 2], tmp_path), 8000).text
         if parse_digits(heard) != digits:
             misses.append((text, heard))
-    assert len(misses) <= 1, misses
+    assert len(misses) <= len(PHONES) // 10, misses  # ≥ 90 % digit-exact
 
 
 # Held-out answers (voice, words per minute, pitch as tools/asr_train/synth renders them) whose greedy transcript
