@@ -1,8 +1,9 @@
 """The bundled command recogniser (models/ru-commands) through the box's own loader, on voices it never heard.
 
-A fixed small set, loaded as the box loads it (speech.engines.load_engines): menu answers of the shipped clinic_ru flow and dictated phone numbers, spoken by espeak-ng
-voices held out of training (tools/asr_train/synth.HELD_OUT), sent through 8 kHz µ-law as on a call. The full
-figures are in models/ru-commands/MODEL_CARD.md (`tools/asr_train/train.sh --full` then evaluate.py).
+A fixed small set, loaded as the box loads it (speech.engines.load_engines): menu answers of the shipped
+clinic_ru flow and dictated phone numbers, spoken by espeak-ng voices held out of training
+(tools/asr_train/synth.HELD_OUT), sent through 8 kHz µ-law as on a call. The full figures are in
+models/ru-commands/MODEL_CARD.md (`tools/asr_train/train.sh --full` then evaluate.py).
 """
 
 from __future__ import annotations
