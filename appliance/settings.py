@@ -226,6 +226,13 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    dir: Path | None = None  # where `registratura backup` writes; None = <data_dir>/backups
+    keep: int = 7  # newest archives kept there (of this box); older ones are deleted
+    recordings: bool = False  # put the call recordings (legal holds included) into the archive too
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "INFO"
 
@@ -243,6 +250,7 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     queues: Mapping[str, QueueSettings] = field(default_factory=dict)
     transfers: Mapping[str, str] = field(default_factory=dict)  # flow target name -> SIP URI
+    backup: BackupSettings = field(default_factory=BackupSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<built-in>"  # where it was loaded from; not a YAML key
 
@@ -599,7 +607,7 @@ _SCHEMA: dict[type, dict[str, Any]] = {
     Settings: {"clinic": ClinicSettings, "sip": SipSettings, "data_dir": Path, "flows": FlowSettings,
                "voices": VoiceSettings, "metrics": MetricsSettings, "recording": RecordingSettings,
                "silence": SilenceSettings, "security": SecuritySettings, "queues": _Named(QueueSettings),
-               "transfers": _transfers, "log": LogSettings},
+               "transfers": _transfers, "backup": BackupSettings, "log": LogSettings},
     ClinicSettings: {"name": _text, "region": _region, "language": _choice("ru", "en"),
                      "timezone": _timezone, "hours": _hours},
     QueueSettings: {"agents": _agents, "strategy": _choice("ring_all", "longest_idle", "round_robin", "fewest_calls"),
@@ -632,6 +640,7 @@ _SCHEMA: dict[type, dict[str, Any]] = {
     AutoBlockSettings: {"calls": _number(0, 100, whole=True), "minutes": _number(1, 1440),
                         "block_minutes": _number(1, 10080)},
     AbuseSettings: {"marks": _number(0, 10, whole=True), "days": _number(1, 365)},
+    BackupSettings: {"dir": Path, "keep": _number(1, 1000, whole=True), "recordings": _bool},
     LogSettings: {"level": _choice("DEBUG", "INFO", "WARNING", "ERROR")},
 }
 
