@@ -188,7 +188,7 @@ def create_backup(settings: Any, *, to: Path | str | None = None, keep: int | No
         raise BackupError(f"{db}: no database to back up (the box has not run with this data_dir)", code="E704")
     if default:
         os.chmod(dest, 0o700)
-    _remove_stale(dest, now)
+    _remove_stale(dest, time.time())
 
     host = host_tag()
     final = dest / archive_name(now, host)
