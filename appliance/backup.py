@@ -188,6 +188,7 @@ def create_backup(settings: Any, *, to: Path | str | None = None, keep: int | No
         raise BackupError(f"{db}: no database to back up (the box has not run with this data_dir)", code="E704")
     if default:
         os.chmod(dest, 0o700)
+        _chown(dest, _owner(data))  # root running it by hand must not leave the timer a directory it cannot use
     _remove_stale(dest, time.time())
 
     host = host_tag()
@@ -241,6 +242,7 @@ def create_backup(settings: Any, *, to: Path | str | None = None, keep: int | No
                 raw.flush()
                 os.fsync(raw.fileno())
             os.chmod(tmp, 0o600)
+            _chown(tmp, _owner(dest))
             os.rename(tmp, final)
             fsync_dir(dest)
         except OSError as exc:
@@ -344,20 +346,23 @@ def read_archive(archive: Path, staging: Path) -> dict[str, Any]:
 
 
 def _owner(ref: Path) -> tuple[int, int] | None:
-    """Files restored by root take the owner of what they replace (the box's service user must read them)."""
+    """Data files written by root (a restore, a backup by hand) go to the owner of ``ref`` or, when root owns it
+    or it is missing (a re-flashed box), to the service user: the box must open them. None when not root."""
     if os.geteuid() != 0:
         return None
     try:
         st = ref.stat()
-        return st.st_uid, st.st_gid
+        if st.st_uid != 0:
+            return st.st_uid, st.st_gid
     except OSError:
-        import pwd
+        st = None
+    import pwd
 
-        try:
-            pw = pwd.getpwnam("registratura")
-            return pw.pw_uid, pw.pw_gid
-        except KeyError:
-            return None
+    try:
+        pw = pwd.getpwnam("registratura")
+        return pw.pw_uid, pw.pw_gid
+    except KeyError:
+        return None if st is None else (st.st_uid, st.st_gid)
 
 
 def _chown(path: Path, owner: tuple[int, int] | None) -> None:
@@ -368,7 +373,9 @@ def _chown(path: Path, owner: tuple[int, int] | None) -> None:
 def restore_database(src: Path, live: Path) -> Path | None:
     """Put the checked database ``src`` in place of ``live``; the current one is copied (online backup API:
     its WAL included) to ``live.before-restore`` first. Returns that copy, or None when there was none."""
-    live.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not live.parent.exists():
+        live.parent.mkdir(mode=0o700, parents=True)
+        _chown(live.parent, _owner(live.parent))
     owner = _owner(live if live.exists() else live.parent)
     kept = None
     if live.exists():
@@ -392,8 +399,10 @@ def restore_database(src: Path, live: Path) -> Path | None:
             live.with_name(live.name + suffix).unlink(missing_ok=True)
         shutil.copyfile(src, live.with_name(live.name + ".tmp"))
         os.replace(live.with_name(live.name + ".tmp"), live)
-    os.chmod(live, 0o600)
-    _chown(live, owner)
+    for side in (live, live.with_name(live.name + "-wal"), live.with_name(live.name + "-shm")):
+        if side.exists():  # made by root while restoring: the service user must open them
+            os.chmod(side, 0o600)
+            _chown(side, owner)
     fsync_dir(live.parent)
     return kept
 
@@ -477,7 +486,10 @@ def restore_backup(archive: Path | str, settings: Any | None, config: Path | str
         raise BackupError(f"the box is running ({running}); stop it first (systemctl stop registratura) or pass "
                           "--force", code="E712")
     work_root = Path(settings.data_dir) if settings is not None else config.parent
-    work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not work_root.exists():
+        work_root.mkdir(mode=0o700, parents=True)
+        if settings is not None:
+            _chown(work_root, _owner(work_root))
     staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=work_root))
     try:
         read_archive(archive, staging)

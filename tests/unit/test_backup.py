@@ -401,3 +401,20 @@ def test_the_image_enables_the_backup_timer() -> None:
     postinst = (REPO / "image" / "mkosi" / "mkosi.postinst").read_text()
     loop = postinst[postinst.index("for unit in registratura.service"):]
     assert "registratura-backup.timer" in loop[:loop.index("; do")]
+
+
+def test_root_by_hand_leaves_data_files_to_the_service_user(box: Path, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a technician's backup or restore by hand)")
+    data = tmp_path / "data"
+    service = (65534, 65534)  # stands for the registratura user, who owns the data directory
+    for p in [data, *data.rglob("*")]:
+        os.chown(p, *service)
+    assert cli(box, "backup") == 0
+    archive = only_archive(data / "backups")
+    assert (data / "backups").stat().st_uid == service[0] and archive.stat().st_uid == service[0]
+    assert cli(box, "backup", "restore", str(archive)) == 0
+    sides = [p for p in data.iterdir() if p.name.startswith("registratura.db")]
+    assert {p.name for p in sides} >= {"registratura.db", "registratura.db.before-restore"}
+    assert all((p.stat().st_uid, p.stat().st_gid) == service and p.stat().st_mode & 0o777 == 0o600
+               for p in sides), [(p.name, p.stat().st_uid, oct(p.stat().st_mode)) for p in sides]
