@@ -74,7 +74,7 @@ def cmd_backup(args: argparse.Namespace, load_settings: SettingsLoader, config: 
 
 
 def _restore(args: argparse.Namespace, load_settings: SettingsLoader, config: Path) -> int:
-    from appliance import backup
+    from appliance import restore
 
     try:
         settings = load_settings(args)
@@ -82,8 +82,8 @@ def _restore(args: argparse.Namespace, load_settings: SettingsLoader, config: Pa
         print(f"current settings not usable ({exc.code}); the archive's settings say where things go",
               file=sys.stderr)
         settings = None
-    running = backup.service_running(settings)
-    result = backup.restore_backup(args.archive, settings, config, force=args.force, running=running)
+    running = restore.service_running(settings)
+    result = restore.restore_backup(args.archive, settings, config, force=args.force, running=running)
     print(f"{result.archive}: checked (SQLite integrity_check ok)")
     print(f"database restored: {result.database}")
     if result.settings:
