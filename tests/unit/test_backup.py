@@ -418,3 +418,13 @@ def test_root_by_hand_leaves_data_files_to_the_service_user(box: Path, tmp_path:
     assert {p.name for p in sides} >= {"registratura.db", "registratura.db.before-restore"}
     assert all((p.stat().st_uid, p.stat().st_gid) == service and p.stat().st_mode & 0o777 == 0o600
                for p in sides), [(p.name, p.stat().st_uid, oct(p.stat().st_mode)) for p in sides]
+
+
+def test_the_registratura_command_has_backup(box: Path, tmp_path: Path, capsys) -> None:
+    from appliance.cli import main
+
+    assert main(["--config", str(box), "backup", "list"]) == 0
+    assert f"no backups in {tmp_path / 'data' / 'backups'}" in capsys.readouterr().out
+    assert main(["--config", str(box), "backup", "--to", str(tmp_path)]) == 0
+    assert main(["--config", str(box), "backup", "list", "--to", str(tmp_path)]) == 0
+    assert str(backup.archives(tmp_path)[0]) in capsys.readouterr().out
