@@ -68,14 +68,18 @@ def read_archive(archive: Path, staging: Path) -> dict[str, Any]:
         raise BackupError(f"{archive}: no such backup archive", code="E710")
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            names = tar.getnames()
+            members = tar.getmembers()
+            names = [m.name for m in members]
             if MANIFEST not in names or DB_NAME not in names:
                 raise BackupError(f"{archive}: not a Registratura backup (no {MANIFEST} or {DB_NAME})", code="E710")
-            for name in names:
-                if name.startswith("/") or ".." in Path(name).parts or not (
-                        name in (MANIFEST, DB_NAME) or name.split("/")[0] in ("settings", "flows", "recordings")):
-                    raise BackupError(f"{archive}: unexpected member {name!r}; not restoring it", code="E710")
-            tar.extractall(staging, filter="data")
+            for m in members:  # only plain files and directories where a backup puts them
+                if m.name.startswith("/") or ".." in Path(m.name).parts or not (m.isfile() or m.isdir()) or not (
+                        m.name in (MANIFEST, DB_NAME) or m.name.split("/")[0] in ("settings", "flows", "recordings")):
+                    raise BackupError(f"{archive}: unexpected member {m.name!r}; not restoring it", code="E710")
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4+ (and Debian's backport)
+                tar.extractall(staging, filter="data")
+            else:
+                tar.extractall(staging)  # members checked above
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise os_error(exc, staging, "unpacking the archive") from None
