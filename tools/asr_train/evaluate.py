@@ -9,12 +9,18 @@ resamples back to 16 kHz), and the transcript is scored the way the flow engine 
 - phone number: ``numbers_ru.parse_digits`` → exactly the 11 digits;
 - CER over all held-out clips; real-time factor of ``finish()`` on one thread.
 
-    python -m tools.asr_train.evaluate --model-dir run/export --clips clips/ [--out eval.json]
+``--engine festival`` scores only the clips one synthesiser spoke (a clip's engine is named by its voice:
+``festival:msu_ru_nsh``; espeak-ng otherwise), e.g. festival's held-out renderings (``synth --held-out-engines``).
+
+    python -m tools.asr_train.evaluate --model-dir run/export --clips clips/ [--engine espeak] [--out eval.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import datetime as dt
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -93,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--also", type=Path, action="append", default=[], help="more clip directories to score")
     ap.add_argument("--unlike", type=Path, help="skip clips rendered exactly as one in this directory's test split")
     ap.add_argument("--flows", type=Path, default=Path("ivr_flows"))
+    ap.add_argument("--engine", choices=synth.ENGINES, help="score only the clips this synthesiser spoke")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--spot-sweep", action="store_true",
@@ -101,13 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     asr = sherpa.load_asr("ru-commands", "nemo_ctc", args.model_dir, 16000, files=["model.int8.onnx", "tokens.txt"])
     load_s = time.perf_counter() - t0
-    rows = _test_rows([args.clips, *args.also], args.unlike)[: args.limit or None]
+    rows = [r for r in _test_rows([args.clips, *args.also], args.unlike)
+            if not args.engine or synth.engine_of(r["voice"]) == args.engine][: args.limit or None]
     options = menu_options(args.flows)
     menu_ok = menu_n = phone_ok = phone_n = errs = chars = text_ok = other_n = 0
     spots: list[tuple[float, float, bool]] = []  # menu answers whose words named no option
     others: list[tuple[float, float]] = []  # free phrases and yes/no at a menu
     busy = audio_s = 0.0
-    samples, misses = [], []
+    samples, misses, phone_misses = [], [], []
+    kind_errs: collections.Counter[str] = collections.Counter()
+    kind_chars: collections.Counter[str] = collections.Counter()
     for r in rows:
         x, _ = synth.read_wav(r["dir"] / "wav" / r["path"])
         call = synth.ulaw_roundtrip(resample(x, 16000, 8000))
@@ -115,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         tr = asr.transcribe(float_to_pcm16(call), 8000)  # resampling + features + model + greedy decode
         busy, audio_s = busy + time.perf_counter() - t1, audio_s + len(x) / 16000
         hyp = tr.text
-        errs, chars = errs + _cer(r["text"], hyp), chars + len(r["text"])
+        e = _cer(r["text"], hyp)
+        errs, chars = errs + e, chars + len(r["text"])
+        kind_errs[r["kind"].split(":")[0]] += e
+        kind_chars[r["kind"].split(":")[0]] += len(r["text"])
         if r["kind"].startswith("menu:"):
             _, flow, node, key = r["kind"].split(":")
             opts = options[f"{flow}:{node}"]
@@ -128,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             menu_n, menu_ok = menu_n + 1, menu_ok + (got == key)
             if got != key:
                 misses.append({"ref": r["text"], "hyp": hyp, "menu": node, "want": key, "got": got,
-                               "voice": r["voice"], "speed": r["speed"]})
+                               "voice": r["voice"], "speed": r["speed"], "how": synth.describe(r)})
         elif r["kind"].split(":")[0] in ("free", "yesno"):
             # Not a menu answer: said at every menu, how often would the box pick an option from the scores?
             for opts in options.values():
@@ -138,12 +151,21 @@ def main(argv: list[str] | None = None) -> int:
                     if spotted is not None:
                         others.append((spotted.cost, spotted.runner_up))
         elif r["kind"] == "phone":
-            phone_n, phone_ok = phone_n + 1, phone_ok + (parse_digits(hyp) == r["ref"])
+            digits = parse_digits(hyp)
+            phone_n, phone_ok = phone_n + 1, phone_ok + (digits == r["ref"])
+            if digits != r["ref"] and len(phone_misses) < 50:
+                phone_misses.append({"ref": r["text"], "hyp": hyp, "digits": digits, "want": r["ref"],
+                                     "how": synth.describe(r)})
         if len(samples) < 10:
             samples.append({"ref": r["text"], "hyp": hyp, "voice": r["voice"], "speed": r["speed"]})
+    model = args.model_dir / "model.int8.onnx"
     report = {
+        "date": dt.date.today().isoformat(), "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "engines": dict(collections.Counter(synth.engine_of(r["voice"]) for r in rows)),
+        "kinds": dict(collections.Counter(r["kind"].split(":")[0] for r in rows)),
         "clips": len(rows), "audio_seconds": round(audio_s, 1), "load_seconds": round(load_s, 2),
         "cer": round(errs / max(chars, 1), 4),
+        "cer_by_kind": {k: round(kind_errs[k] / max(n, 1), 4) for k, n in sorted(kind_chars.items())},
         "menu_intent_accuracy": round(menu_ok / menu_n, 4) if menu_n else None, "menu_clips": menu_n,
         "menu_intent_words_only": round(text_ok / menu_n, 4) if menu_n else None,
         "spotted": sum(_accept(sp) for sp in spots), "spotted_wrong": sum(_accept(sp) and not sp[2] for sp in spots),
@@ -151,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         "spot_max_cost": sherpa.SPOT_MAX_COST, "spot_margin": sherpa.SPOT_MARGIN,
         "phone_exact_accuracy": round(phone_ok / phone_n, 4) if phone_n else None, "phone_clips": phone_n,
         "rtf_one_thread": round(busy / audio_s, 4) if audio_s and busy else None,
-        "model_bytes": (args.model_dir / "model.int8.onnx").stat().st_size, "samples": samples,
-        "menu_misses": misses,
+        "model_bytes": model.stat().st_size, "samples": samples,
+        "menu_misses": misses, "phone_misses": phone_misses,
     }
     if args.spot_sweep:
         _sweep(spots, others, menu_n, text_ok, other_n)
