@@ -63,28 +63,38 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     faulthandler.enable()  # a crash in native code leaves every thread's Python stack in the journal
 
-    settings = _settings(args)
-    setup_logging(settings.log.level)
-    _LOGGER.info("registratura %s starting with %s", __version__, args.config or DEFAULT_CONFIG)
+    path = Path(args.config or os.environ.get("REGISTRATURA_CONFIG") or DEFAULT_CONFIG)
+    if not args.safe_mode:  # at a terminal: the errors and exit 1
+        settings = _settings(args)
+        setup_logging(settings.log.level)
+        _LOGGER.info("registratura %s starting with %s", __version__, path)
+        return asyncio.run(App(settings).run())
+    # The appliance: unusable settings or flows keep the process up without calls, saying why (safemode.py).
+    from appliance.safemode import SafeMode, diagnose
+    from appliance.settings import split_host_port
+
+    try:
+        split_host_port(args.safe_listen)
+    except ValueError:
+        raise ConfigError(f"--safe-listen {args.safe_listen!r} is not IP:port; use e.g. 0.0.0.0:9310") from None
+    settings, problems = diagnose(path)
+    setup_logging(settings.log.level if settings is not None else "INFO")
+    _LOGGER.info("registratura %s starting with %s", __version__, path)
+    if problems:
+        return asyncio.run(SafeMode(path, settings, problems, args.safe_listen).run())
     return asyncio.run(App(settings).run())
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from appliance.flow import check_dir, load_prompt_catalog
     from appliance.flow.model import CallbackNode, QueueNode, TransferNode
+    from appliance.safemode import startup_problems
 
-    problems: list[str] = []
     try:
         settings = _settings(args)
     except RegistraturaError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    catalog = load_prompt_catalog(settings.voices.dir)
-    flows, found = check_dir(settings.flows.dir, {k: set(v) for k, v in catalog.items()})
-    problems += found
-    flow_file = settings.flows.dir / f"{settings.flows.main}.yaml"
-    if not flow_file.is_file():
-        problems.append(f"{flow_file}: main flow '{settings.flows.main}' not found (settings flows.main)")
+    flows, catalog, problems = startup_problems(settings)  # the same checks as `run --safe-mode`
     from appliance.telephony.pjsua import probe_capacity
 
     cap = probe_capacity(settings.sip.max_calls)
@@ -106,14 +116,6 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"warning: {flow.path}:{node.line}: node '{node.id}': queue '{node.queue}' is not in the "
                       f"settings (queues): callers hear 'transfer_failed' and are hung up; add queues.{node.queue}",
                       file=sys.stderr)
-    if settings.security.withheld == "ask":
-        from appliance.security.withheld import GATE_PROMPTS
-
-        language = getattr(flows.get(settings.flows.main), "language", settings.clinic.language)
-        missing = [p for p in GATE_PROMPTS if p not in catalog.get(language, {})]
-        if missing:
-            problems.append(f"security.withheld is 'ask' but voices/{language}/prompts.yaml lacks "
-                            f"{', '.join(missing)}; add them or set security.withheld: allow")
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
@@ -299,7 +301,7 @@ def cmd_firewall(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     text = render(settings, sip_rate=args.sip_rate, sip_burst=args.sip_burst, ssh_port=args.ssh_port or None,
-                  source=settings.source)
+                  source=settings.source, safe_mode_port=9310 if args.safe_mode else None)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
@@ -341,7 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"registratura {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    sub.add_parser("run", help="run the service").set_defaults(func=cmd_run)
+    run = sub.add_parser("run", help="run the service")
+    run.add_argument("--safe-mode", action="store_true",
+                     help="unusable settings or flows: stay up without taking calls, answer /healthz 503 with the "
+                          "errors, restart (exit 75) once they are fixed (the systemd unit uses this)")
+    run.add_argument("--safe-listen", default="0.0.0.0:9310", metavar="IP:PORT",
+                     help="safe mode's /healthz when the settings name no readable metrics.listen "
+                          "(default 0.0.0.0:9310, private networks only)")
+    run.set_defaults(func=cmd_run)
     sub.add_parser("check", help="validate settings and flows; exit 1 with the errors").set_defaults(
         func=cmd_check)
 
@@ -405,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     fwr.add_argument("--sip-rate", type=int, default=50, help="SIP packets a second per peer (default 50)")
     fwr.add_argument("--sip-burst", type=int, default=100, help="burst above the rate (default 100 packets)")
     fwr.add_argument("--ssh-port", type=int, default=22, help="SSH from the management networks; 0 = closed")
+    fwr.add_argument("--safe-mode", action="store_true", help="also open tcp/9310 (safe mode's /healthz) to the "
+                     "management networks: the image's default rules for a box without valid settings")
     fw.set_defaults(func=cmd_firewall)
 
     rep = sub.add_parser("report", help="a day's service level, abandoned calls and callbacks")

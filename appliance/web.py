@@ -28,8 +28,10 @@ class _QuietHandler(WSGIRequestHandler):
         _LOGGER.debug("http %s", format % args)
 
 
-def build_app(settings: Any, health: Callable[[], dict[str, Any]]) -> Callable[..., Iterable[bytes]]:
-    """A WSGI app: refuses addresses outside metrics.allow_from (403) and wrong credentials (401)."""
+def build_app(settings: Any, health: Callable[[], dict[str, Any]],
+              only_health: bool = False) -> Callable[..., Iterable[bytes]]:
+    """A WSGI app: refuses addresses outside metrics.allow_from (403) and wrong credentials (401).
+    ``only_health`` (safe mode, see safemode.py): every other path answers 503."""
     prom = make_wsgi_app(metrics.REGISTRY)
     auth = settings.basic_auth
     expected = None
@@ -48,6 +50,9 @@ def build_app(settings: Any, health: Callable[[], dict[str, Any]]) -> Callable[.
             status = "200 OK" if state.get("ok") else "503 Service Unavailable"
             start_response(status, [("Content-Type", "application/json")])
             return [json.dumps(state, ensure_ascii=False).encode()]
+        if only_health:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"safe mode: the box takes no calls; see /healthz\n"]
         if expected is not None and not hmac.compare_digest(environ.get("HTTP_AUTHORIZATION", ""), expected):
             start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="registratura"'),
                                                 ("Content-Type", "text/plain")])
@@ -60,9 +65,9 @@ def build_app(settings: Any, health: Callable[[], dict[str, Any]]) -> Callable[.
     return app
 
 
-def serve(settings: Any, health: Callable[[], dict[str, Any]]) -> _Server:
+def serve(settings: Any, health: Callable[[], dict[str, Any]], only_health: bool = False) -> _Server:
     """Start serving in a daemon thread; returns the server (``shutdown()`` to stop)."""
-    server = make_server(settings.host, settings.port, build_app(settings, health),
+    server = make_server(settings.host, settings.port, build_app(settings, health, only_health),
                          server_class=_Server, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server

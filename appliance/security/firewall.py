@@ -100,8 +100,10 @@ def _set(name: str, family: str, nets: tuple[Net, ...], comment: str) -> list[st
 
 
 def render(settings: Any, *, sip_rate: int = 50, sip_burst: int = 100, ssh_port: int | None = 22,
-           source: str = "") -> str:
-    """The nftables ruleset for these settings (``nft -f`` replaces the table atomically)."""
+           source: str = "", safe_mode_port: int | None = None) -> str:
+    """The nftables ruleset for these settings (``nft -f`` replaces the table atomically). ``safe_mode_port``
+    also opens that port to the management networks: the image's default rules, loaded when the box has no
+    valid settings, let the LAN read safe mode's /healthz (appliance/safemode.py)."""
     sip = settings.sip
     metrics = settings.metrics
     peers = sip_peers(settings)
@@ -118,6 +120,9 @@ def render(settings: Any, *, sip_rate: int = 50, sip_burst: int = 100, ssh_port:
         f"# SIP udp/{sip_port} and RTP udp/{rtp} only from SIP peers, at most {sip_rate} SIP packets/s per source",
         f"# (burst {sip_burst}); metrics tcp/{metrics.port} from the management networks; everything else dropped.",
     ]
+    if safe_mode_port:
+        out.append(f"# Default rules for a box without valid settings: tcp/{safe_mode_port} (safe mode's /healthz) "
+                   "from the management networks too.")
     if peers.names:
         out.append(f"# Peers known by name (only replies to the box's own requests get in): {', '.join(peers.names)}")
     out += [
@@ -173,6 +178,8 @@ def render(settings: Any, *, sip_rate: int = 50, sip_burst: int = 100, ssh_port:
         f'        udp dport {rtp} counter name "rtp_refused" drop',
     ]
     mgmt_ports = [] if m_host.is_loopback else [metrics.port]
+    if safe_mode_port and safe_mode_port not in mgmt_ports:
+        mgmt_ports.append(safe_mode_port)
     if ssh_port:
         mgmt_ports.append(ssh_port)
     if mgmt_ports:

@@ -89,11 +89,15 @@ def test_empty_metrics_allow_from_means_the_lan(tmp_path):
 
 def test_shipped_file_is_the_rendering_of_the_example_settings():
     settings = load_settings(EXAMPLE)
-    expected = render(settings, source="image/registratura.example.yaml")
+    expected = render(settings, source="image/registratura.example.yaml", safe_mode_port=9310)
     assert SHIPPED.read_text(encoding="utf-8") == expected, (
         "image/nftables/registratura.nft is stale: run `registratura --config image/registratura.example.yaml "
-        "firewall render -o image/nftables/registratura.nft` from the repository root")
+        "firewall render --safe-mode -o image/nftables/registratura.nft` from the repository root")
     assert "elements = { 127.0.0.1 }" in expected  # as shipped, SIP reaches the box from nowhere
+    # The default rules (no valid settings): safe mode's /healthz on tcp/9310 from the LAN only.
+    assert "tcp dport { 9310, 22 } ip saddr @mgmt_v4 accept" in expected
+    assert "tcp dport { 9310, 22 } counter name \"mgmt_refused\" drop" in expected
+    assert "9310" not in render(settings).split("chain input", 1)[1]  # the example's own metrics are loopback
 
 
 def test_cli_prints_the_rules(tmp_path):
