@@ -98,7 +98,7 @@ if [ -d "$tree/opt/registratura/venv" ]; then
         echo "INFO chroot: pjsua2 not installed ($(grep '^pjsua2' "$tree/opt/registratura/BUILD-INFO" | head -1))"
     fi
     # `registratura check` loads the settings and flows, then imports pjsua2 for the SIP-stack probe: without
-    # the arm64 wheel it stops there with a traceback (and so does the service's ExecStartPre=).
+    # the arm64 wheel it stops there (and the service stays in safe mode, saying E302).
     ch /opt/registratura/venv/bin/registratura --config /etc/registratura/registratura.example.yaml check > "$work/check.txt" 2>&1
     rc=$?
     if [ "$rc" = 0 ]; then

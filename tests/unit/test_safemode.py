@@ -199,3 +199,15 @@ def test_healthz_only_app_refuses_strangers_and_other_paths():
     assert call("/healthz", "192.168.1.5") == ("503 Service Unavailable", b'{"ok": false, "error": "E101: x"}')
     assert call("/metrics", "192.168.1.5")[0] == "503 Service Unavailable"
     assert call("/healthz", "203.0.113.7") == ("403 Forbidden", b"forbidden\n")
+
+
+def test_a_box_without_pjsua2_is_in_safe_mode_too(tmp_path, monkeypatch):
+    # An arm64 image built without the box's own wheel: valid settings, but no SIP stack to take calls with.
+    from appliance.safemode import diagnose
+
+    config = _write(tmp_path / "registratura.yaml", demo_settings(tmp_path))
+    monkeypatch.setitem(sys.modules, "pjsua2", None)
+    monkeypatch.delitem(sys.modules, "appliance.telephony.pjsua", raising=False)
+    settings, problems = diagnose(config)
+    assert settings is not None and len(problems) == 1
+    assert problems[0].startswith("E302: the SIP stack pjsua2 is not installed"), problems
