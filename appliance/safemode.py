@@ -80,7 +80,7 @@ def diagnose(path: Path) -> tuple[Any, list[str]]:
         return None, str(exc).splitlines()
     try:
         problems = startup_problems(settings)[2]
-    except RegistraturaError as exc:
+    except (RegistraturaError, OSError) as exc:  # e.g. a flows directory the service user may not read
         problems = str(exc).splitlines()
     if not problems:
         try:

@@ -38,9 +38,9 @@ def _line(path: Path, needle: str) -> int:
     return next(n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if needle in line)
 
 
-def _start(config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+def _start(config: Path, log: Path, *extra: str, env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "REGISTRATURA_CONFIG")}
-    env["PYTHONUNBUFFERED"] = "1"
+    env.update({"PYTHONUNBUFFERED": "1", **(env_extra or {})})
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config), "run", "--safe-mode",
                                  *extra], stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -211,3 +211,38 @@ def test_a_box_without_pjsua2_is_in_safe_mode_too(tmp_path, monkeypatch):
     settings, problems = diagnose(config)
     assert settings is not None and len(problems) == 1
     assert problems[0].startswith("E302: the SIP stack pjsua2 is not installed"), problems
+
+
+def test_systemd_sees_ready_with_the_error_and_watchdog_pings(tmp_path, procs):
+    # Type=notify + WatchdogSec: READY with STATUS= (what `systemctl status` shows), pings, no restart by systemd.
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.5)
+    good = demo_settings(tmp_path, rtp_base=47200)
+    config = _write(tmp_path / "registratura.yaml", {**good, "sip": {**good["sip"], "max_calls": 0}})
+    log = tmp_path / "box.log"
+    procs.append(proc := _start(config, log, env_extra={"NOTIFY_SOCKET": str(sock_path),
+                                                        "WATCHDOG_USEC": "400000"}))
+    got: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and got.count("WATCHDOG=1") < 3:
+        try:
+            got.append(sock.recv(4096).decode())
+        except TimeoutError:
+            assert proc.poll() is None, log.read_text()
+    ready = [m for m in got if m.startswith("READY=1")]
+    assert ready and f"STATUS=SAFE MODE, no calls: E104: {config}:{_line(config, 'max_calls')}: sip.max_calls" \
+        in ready[0], got
+    assert got.count("WATCHDOG=1") >= 3, got
+    _write(config, good)
+    proc.send_signal(signal.SIGHUP)
+    assert _wait_exit(proc, log) == RESTART_EXIT
+    rest: list[str] = []
+    try:
+        while True:
+            rest.append(sock.recv(4096).decode())
+    except TimeoutError:
+        pass
+    assert any(m.startswith("STATUS=settings valid now (SIGHUP)") for m in rest), rest
+    sock.close()
