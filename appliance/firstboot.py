@@ -291,8 +291,8 @@ class Paths:
 
 
 def _validate_settings(text: str, staged: Path, boot_file: Path, flows_src: Path | None) -> None:
-    """The same checks as `registratura check` (settings, flows, main flow) on the staged copy."""
-    from appliance.flow import load_prompt_catalog, validate_dir
+    """The same checks as `registratura check` (settings, flows, main flow, prompts) on the staged copy."""
+    from appliance.safemode import startup_problems
     from appliance.settings import load_settings
 
     staged_yaml = staged / SETTINGS_NAME
@@ -312,11 +312,7 @@ def _validate_settings(text: str, staged: Path, boot_file: Path, flows_src: Path
         raise FirstbootError(located(boot_file, None, f"flows.dir: the boot partition has {flows_src} but the "
                                      f"settings use {name_boot(str(settings.flows.dir))}; set flows: {{dir: flows}}"),
                              code="E104")
-    catalog = load_prompt_catalog(settings.voices.dir)
-    problems = validate_dir(settings.flows.dir, {k: set(v) for k, v in catalog.items()})
-    flow_file = settings.flows.dir / f"{settings.flows.main}.yaml"
-    if not flow_file.is_file():
-        problems.append(f"{flow_file}: main flow '{settings.flows.main}' not found (settings flows.main)")
+    problems = startup_problems(settings)[2]  # what would keep the service in safe mode (appliance/safemode.py)
     if problems:
         raise FirstbootError("\n".join(name_boot(p) for p in problems), code="E200")
 
