@@ -499,7 +499,10 @@ class _Checker:
         try:
             return parse(value)
         except _Bad as bad:
-            self.error(path + (() if bad.item is None else (bad.item,)), bad.what, bad.allowed)
+            what = bad.what
+            if path and path[-1] == "password":  # errors reach the journal and /healthz: never the secret itself
+                what = what.replace(_is(value).rsplit(" is ", 1)[0], "the value (not shown)")
+            self.error(path + (() if bad.item is None else (bad.item,)), what, bad.allowed)
             return default
 
 

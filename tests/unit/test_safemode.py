@@ -246,3 +246,18 @@ def test_systemd_sees_ready_with_the_error_and_watchdog_pings(tmp_path, procs):
         pass
     assert any(m.startswith("STATUS=settings valid now (SIGHUP)") for m in rest), rest
     sock.close()
+
+
+def test_a_password_never_shows_in_the_errors(tmp_path):
+    # /healthz is open to the LAN without auth in safe mode: a numeric password must not be echoed back.
+    from appliance.safemode import diagnose
+
+    good = demo_settings(tmp_path)
+    config = _write(tmp_path / "registratura.yaml", {
+        **good, "sip": {**good["sip"], "registration": {"registrar": "sip:192.168.1.1", "user": "u",
+                                                         "password": 907153}},
+        "metrics": {**good["metrics"], "basic_auth": {"user": "prom", "password": 48211}}})
+    settings, problems = diagnose(config)
+    assert settings is None and len(problems) == 2, problems
+    assert all("the value (not shown) is an integer, not text" in p for p in problems), problems
+    assert "907153" not in "".join(problems) and "48211" not in "".join(problems)
