@@ -417,8 +417,10 @@ def report(paths: Paths, ok: bool, message: str, applied: list[str]) -> dict[str
     assert paths.status is not None
     paths.status.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(paths.status, json.dumps(state, ensure_ascii=False, indent=1) + "\n", 0o644)
-    head = "registratura-firstboot: " + ("settings applied" if ok else "SETTINGS REJECTED, the box keeps its "
-                                          "previous settings")
+    kept = "the box keeps its previous settings"
+    if not ok and paths.etc is not None and not (paths.etc / SETTINGS_NAME).exists():
+        kept = "the box has no settings: it takes no calls (safe mode; http://BOX:9310/healthz says why)"
+    head = "registratura-firstboot: " + ("settings applied" if ok else f"SETTINGS REJECTED, {kept}")
     text = head + ("" if ok else "\n" + message + "\nFix the file on the boot partition, rename it back to "
                    f"{SETTINGS_NAME} and reboot.") + "\n"
     print(text, file=sys.stderr, end="", flush=True)

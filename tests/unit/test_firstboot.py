@@ -130,6 +130,15 @@ def test_unknown_key_is_rejected_with_file_and_line(box, capsys):
     assert f"{boot_file}:11:" in capsys.readouterr().err  # the journal
 
 
+def test_a_fresh_box_says_it_takes_no_calls_when_its_first_file_is_rejected(box):
+    (box["etc"] / "registratura.yaml").unlink()  # a fresh box: no settings yet
+    _write(box, GOOD.replace("0.0.0.0:5060", "1.2.3:99999"))
+    assert run(_paths(box), [].append) == 1
+    console = box["console"].read_text()
+    assert "SETTINGS REJECTED, the box has no settings: it takes no calls (safe mode" in console
+    assert not (box["etc"] / "registratura.yaml").exists()
+
+
 def test_bad_address_is_rejected(box):
     boot_file = _write(box, GOOD.replace("0.0.0.0:5060", "1.2.3:99999"))
     calls: list = []
