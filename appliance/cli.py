@@ -217,7 +217,7 @@ def _open_store(args: argparse.Namespace):  # noqa: ANN202 - Store, imported laz
 def cmd_block(args: argparse.Namespace) -> int:
     import time
 
-    from appliance.security.blocklist import normalise_pattern
+    from appliance.security.blocklist import normalise_pattern, overlaps_never_block
 
     settings, store = _open_store(args)
     now = time.time()
@@ -239,6 +239,15 @@ def cmd_block(args: argparse.Namespace) -> int:
             print(f"E110: {exc}", file=sys.stderr)
             return 1
         if args.block_cmd == "add":
+            kept = overlaps_never_block(pattern, settings.security.never_block)
+            if kept and not pattern.endswith("*"):
+                print(f"E111: {pattern} is on the never-block list ({', '.join(kept)}: security.never_block in "
+                      f"{args.config or 'the settings'}); it would never be blocked. Take it off that list first.",
+                      file=sys.stderr)
+                return 1
+            if kept:
+                print(f"note: numbers under {', '.join(kept)} are on the never-block list and still get through",
+                      file=sys.stderr)
             expires = now + args.days * 86400 if args.days else None
             store.add_block(pattern, args.reason, "manual", now, expires)
             print(f"blocked {pattern}" + (f" for {args.days:g} day(s)" if args.days else ""))

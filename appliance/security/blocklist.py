@@ -35,6 +35,22 @@ def never_blocked(number: str, never_block: Iterable[str]) -> bool:
     return any(matches(p, number) for p in never_block)
 
 
+def overlaps_never_block(pattern: str, never_block: Iterable[str]) -> list[str]:
+    """The never-block entries that share numbers with a block pattern: those numbers keep getting through."""
+    out = []
+    for keep in never_block:
+        if pattern.endswith("*") and keep.endswith("*"):
+            a, b = pattern[:-1], keep[:-1]
+            hit = a.startswith(b) or b.startswith(a)
+        elif pattern.endswith("*"):
+            hit = matches(pattern, keep)
+        else:
+            hit = matches(keep, pattern)
+        if hit:
+            out.append(keep)
+    return out
+
+
 def find_block(number: str, entries: Iterable[BlockEntry], now: float,
                never_block: Iterable[str] = ()) -> BlockEntry | None:
     """The block that applies to this caller now, if any. Numbers on the never-block list always pass."""

@@ -90,3 +90,27 @@ def test_block_cli_round_trip(tmp_path):
     assert [r["pattern"] for r in json.loads(_cli(cfg, "list", "--json").stdout)] == ["+7495*"]
     bad = _cli(cfg, "add", "hello")
     assert bad.returncode == 1 and "not a phone number" in bad.stderr
+
+
+def test_never_block_overlaps():
+    from appliance.security.blocklist import overlaps_never_block
+
+    keep = ["+79160000103", "+7495*"]
+    assert overlaps_never_block("+79160000103", keep) == ["+79160000103"]
+    assert overlaps_never_block("+74951234567", keep) == ["+7495*"]
+    assert overlaps_never_block("+7916*", keep) == ["+79160000103"]
+    assert overlaps_never_block("+749*", keep) == ["+7495*"]
+    assert overlaps_never_block("+74951*", keep) == ["+7495*"]
+    assert overlaps_never_block("+79161234567", keep) == [] and overlaps_never_block("+7812*", keep) == []
+
+
+def test_block_add_refuses_a_never_block_number_and_notes_a_prefix_over_one(tmp_path):
+    cfg = tmp_path / "registratura.yaml"
+    cfg.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"),
+                                   "security": {"never_block": ["+79160000103"]}}))
+    refused = _cli(cfg, "add", "8 916 000-01-03")
+    assert refused.returncode == 1 and "E111: +79160000103 is on the never-block list" in refused.stderr
+    assert json.loads(_cli(cfg, "list", "--json").stdout) == []  # nothing stored
+    wide = _cli(cfg, "add", "+7916*")
+    assert wide.returncode == 0 and "+79160000103 are on the never-block list and still get through" in wide.stderr
+    assert [r["pattern"] for r in json.loads(_cli(cfg, "list", "--json").stdout)] == ["+7916*"]
