@@ -305,9 +305,10 @@ class QueueService:
             _LOGGER.info("queue %s: call %s connected to %s", queue, action.call_id, action.agent)
         elif isinstance(action, Announce):
             lang = self._language(action.call_id)  # the caller's flow language, spoken by that language's voice
-            text = " ".join(t for t in (phrases.queue_position(action.position, lang),
-                                        phrases.expected_wait(action.expected_wait, lang)) if t)
-            await self._say(action.call_id, (f"text:{text}",))
+            # Two phrases, each cached on its own: a few positions and a few waits cover every caller, where
+            # the pair as one text was new (a render before the caller hears anything) for most announcements.
+            parts = (phrases.queue_position(action.position, lang), phrases.expected_wait(action.expected_wait, lang))
+            await self._say(action.call_id, tuple(f"text:{t}" for t in parts if t))
         elif isinstance(action, OfferCallback):
             caller = self.callers.get(action.call_id)
             if caller is not None:
@@ -356,8 +357,8 @@ class QueueService:
         self._ids += 1
         caller.speaking_id = self._ids
         caller.moh_id = 0
-        await caller.session.note("play", " ".join(p if not p.startswith("text:") else "announcement"
-                                                   for p in prompts))
+        shown = [p for p in prompts if not p.startswith("text:")]
+        await caller.session.note("play", " ".join(shown if len(shown) == len(prompts) else ["announcement", *shown]))
         await self.telephony.play(call_id, await self._files(prompts, self._language(call_id)), caller.speaking_id)
 
     async def _hangup_leg(self, leg_id: str) -> None:

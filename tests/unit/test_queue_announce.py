@@ -51,9 +51,9 @@ def test_announcements_follow_the_callers_flow_language():
 
     asyncio.run(run())
     assert prompts.asked == [
-        ("en", "text:You are number three in line. The expected wait is about five minutes."),
-        ("ru", "text:Вы третий в очереди. Примерное время ожидания — пять минут."),
-        ("ru", "text:Вы второй в очереди. Примерное время ожидания — две минуты."),  # the box's language
+        ("en", "text:You are number three in line."), ("en", "text:The expected wait is about five minutes."),
+        ("ru", "text:Вы третий в очереди."), ("ru", "text:Примерное время ожидания — пять минут."),
+        ("ru", "text:Вы второй в очереди."), ("ru", "text:Примерное время ожидания — две минуты."),  # box's language
         ("en", "queue_callback_offer"),
     ]
     assert [c for c, _ in tel.played] == ["en-call", "ru-call", "old-call", "en-call"]
