@@ -19,6 +19,7 @@ from appliance import events as ev
 from appliance import metrics
 from appliance.errors import FlowError
 from appliance.firstboot import read_status as read_firstboot_status
+from appliance.notify import Notifier
 from appliance.session import CallSession, SessionDeps
 
 _LOGGER = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class App:
         self.writer: StoreWriter | None = None
         self.flowset: FlowSet | None = None
         self.prompts: Any = None
-        self._notifier: Any = None
+        self._notify = Notifier()
         self._http: Any = None
         self.queues: Any = None
         self.recordings: Any = None  # recordings.RecordingGuard
@@ -279,6 +280,8 @@ class App:
         rendered, cached = await loop.run_in_executor(None, self.prompts.render_all)
         _LOGGER.info("prompts ready: %d rendered, %d cached", rendered, cached)
         self._start_metrics()
+        # The SIP stack is built after the speech engines on purpose: building it first (to fail fast without
+        # pjsua2) left spoken answers undecoded in the SIP tests (2026-12-06; cause not found, so not moved).
         if self.telephony is None:
             self.telephony = self._build_telephony()
         await self.telephony.start(self.on_event)
@@ -333,15 +336,6 @@ class App:
             await asyncio.sleep(2.0)
             if self.flowset is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self.flowset.reload_if_changed)
-
-    def _notify(self, state: str) -> None:
-        if not os.environ.get("NOTIFY_SOCKET"):
-            return
-        if self._notifier is None:
-            import sdnotify
-
-            self._notifier = sdnotify.SystemdNotifier()
-        self._notifier.notify(state)
 
     async def _watchdog(self) -> None:
         usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)

@@ -343,7 +343,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from appliance.demo import run_demo
 
-    return run_demo(digits=args.digits, keep=args.keep)
+    return run_demo(digits=args.digits, keep=args.keep, prompt_cache=args.prompt_cache)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -445,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--digits", default="510",
                       help="digits the demo caller presses (a final 0 goes to the reception queue)")
     demo.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    demo.add_argument("--prompt-cache", type=Path, default=None,
+                      help="rendered prompts, kept between demos (default ~/.cache/registratura/prompt-cache)")
     demo.set_defaults(func=cmd_demo)
     return p
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -122,17 +123,24 @@ async def _call(box: BoxProcess, heard: Path, digits: str, phone_port: int, base
     return lines
 
 
-def run_demo(digits: str = "510", keep: bool = False) -> int:
+def default_prompt_cache() -> Path:
+    """Where repeated demos keep their rendered prompts (the first renders them all; later ones start at once)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "registratura" / "prompt-cache"
+
+
+def run_demo(digits: str = "510", keep: bool = False, prompt_cache: Path | None = None) -> int:
     """Digits default to 5 (test preparation), 1 (blood test), then 0: the reception queue."""
     from appliance.flow import load_prompt_catalog
     from appliance.store import Store
 
     base = Path(tempfile.mkdtemp(prefix="registratura-demo-"))
     phone_port = free_port()
-    settings = demo_settings(base, sip_port=free_port(), queues={"reception": {
+    cache = prompt_cache or default_prompt_cache()
+    settings = demo_settings(base, sip_port=free_port(), voices={"cache": str(cache)}, queues={"reception": {
         "agents": [f"sip:101@127.0.0.1:{phone_port}"], "wrapup": 5, "announce_every": 0}})
     box = BoxProcess(base, settings, env={"REGISTRATURA_FLOW_TIME": DEMO_FLOW_TIME})
-    print(f"Starting the box on {settings['sip']['listen']} (data in {base}); first start renders prompts...")
+    print(f"Starting the box on {settings['sip']['listen']} (data in {base}, prompts cached in {cache}); "
+          "the first start renders them...")
     try:
         box.start()
         before = box.scrape()

@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from appliance.errors import RegistraturaError
+from appliance.notify import Notifier
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class SafeMode:
         self._stamp = self._files()
         self._http: Any = None
         self._endpoint: Any = None
-        self._notifier: Any = None
+        self._notify = Notifier()
         self._done: asyncio.Future[int] | None = None
 
     # ---------------------------------------------------------------------------- what it says
@@ -235,15 +236,6 @@ class SafeMode:
         while usec:
             self._notify("WATCHDOG=1")
             await asyncio.sleep(usec / 2_000_000)
-
-    def _notify(self, state: str) -> None:
-        if not os.environ.get("NOTIFY_SOCKET"):
-            return
-        if self._notifier is None:
-            import sdnotify
-
-            self._notifier = sdnotify.SystemdNotifier()
-        self._notifier.notify(state)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

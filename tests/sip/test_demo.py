@@ -14,9 +14,10 @@ from appliance.boxproc import REPO
 pytestmark = pytest.mark.sip
 
 
-def test_demo_speaks_russian_reaches_the_reception_and_prints_the_call():
-    result = subprocess.run([sys.executable, "-m", "appliance", "demo"], capture_output=True, text=True,
-                            cwd=REPO, timeout=300)
+def test_demo_speaks_russian_reaches_the_reception_and_prints_the_call(prompt_cache):
+    # The session's prompt cache: the rendering itself is tested elsewhere; here it would only cost time.
+    result = subprocess.run([sys.executable, "-m", "appliance", "demo", "--prompt-cache", str(prompt_cache)],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
     # The first choice is spoken in Russian and understood by the bundled recogniser, not pressed.
