@@ -280,8 +280,8 @@ class App:
         rendered, cached = await loop.run_in_executor(None, self.prompts.render_all)
         _LOGGER.info("prompts ready: %d rendered, %d cached", rendered, cached)
         self._start_metrics()
-        # The SIP stack is built after the speech engines on purpose: building it first (to fail fast without
-        # pjsua2) left spoken answers undecoded in the SIP tests (2026-12-06; cause not found, so not moved).
+        # Built after the speech engines: its StackConfig takes their VAD factory and whether utterances are cut
+        # for the recogniser (built earlier, calls get the energy VAD and spoken answers are never decoded).
         if self.telephony is None:
             self.telephony = self._build_telephony()
         await self.telephony.start(self.on_event)
