@@ -30,6 +30,11 @@ __all__ = [
 TELEPHONY_RATE = 8000
 
 
+def base_language(language: str) -> str:
+    """"ru_RU" / "en-US" / "EN" -> "ru" / "en"."""
+    return language.split("_")[0].split("-")[0].lower()
+
+
 def pcm_seconds(pcm: bytes, sample_rate: int) -> float:
     return len(pcm) / 2 / sample_rate if sample_rate else 0.0
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from appliance.errors import SpeechError
 from appliance.speech import models
-from appliance.speech.base import TELEPHONY_RATE
+from appliance.speech.base import TELEPHONY_RATE, base_language
 from appliance.speech.vad import EnergyVad, Vad
 
 _LOGGER = logging.getLogger(__name__)
@@ -82,8 +82,6 @@ class SpeechEngines:
         """Renderers for ``PromptLibrary``: a language whose picked voice is a neural one that speaks it gets
         that voice; every other language (espeak-ng picked, or a voice of another language) is left to the
         library's espeak-ng renderer."""
-        from appliance.speech.prompts import base_language
-
         out: dict[str, Any] = {}
         for lang, tts in self.voices.items():
             if tts is None or tts.name == "espeak-ng" or base_language(tts.language) != base_language(lang):
@@ -135,7 +133,7 @@ def _load_asr(eng: SpeechEngines, sherpa: Any, models_dir: Path | None, language
     if models_dir is None:
         eng.lines.append(models.describe("asr", None))
         return
-    want = language.split("_")[0].split("-")[0].lower()
+    want = base_language(language)
     found = [m for m in models.installed(models_dir, manifest)
              if m.entry.kind == "asr" and m.entry.language.split("_")[0].lower() in (want, "any")]
     if not found:
@@ -195,8 +193,6 @@ def load_engines(models_dir: str | Path | None, language: str = "ru", *, manifes
         except ImportError as exc:
             eng.lines.append(f"TTS: pre-rendered prompts only (numpy missing: {exc})")
         else:
-            from appliance.speech.prompts import base_language
-
             langs = list(dict.fromkeys(base_language(x) for x in (language, *tts_languages)))
             for lang in langs:
                 tts, line = tts_mod.best_tts(lang, models_dir, manifest=man, num_threads=num_threads,

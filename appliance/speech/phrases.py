@@ -13,6 +13,8 @@ from datetime import time as Time
 
 from num2words import num2words
 
+from appliance.speech.base import base_language
+
 
 def ru_plural(n: int, one: str, few: str, many: str) -> str:
     """Russian noun form after a number: 1 минута, 2 минуты, 5 минут, 21 минута, 11 минут."""
@@ -25,7 +27,7 @@ def ru_plural(n: int, one: str, few: str, many: str) -> str:
 
 def _en(language: str) -> bool:
     """English for every language but Russian (the two the box ships flows in)."""
-    return language.split("_")[0].split("-")[0].lower() != "ru"
+    return base_language(language) != "ru"
 
 
 # ------------------------------------------------------------------------------------------- the queue

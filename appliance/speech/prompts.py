@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import SpeechError
+from appliance.speech.base import base_language
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,11 +65,6 @@ class EspeakRenderer:
 
 
 MOH_DIR = "moh"
-
-
-def base_language(language: str) -> str:
-    """"ru_RU" / "en-US" / "EN" -> "ru" / "en"."""
-    return language.split("_")[0].split("-")[0].lower()
 
 
 class PromptLibrary:

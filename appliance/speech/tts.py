@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from appliance.errors import SpeechError
-from appliance.speech.base import TELEPHONY_RATE, AudioChunk
+from appliance.speech.base import TELEPHONY_RATE, AudioChunk, base_language
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class EspeakTts(_Engine):
 
     def __init__(self, language: str = "ru", *, speed: int = 160, pitch: int | None = None,
                  voice: str | None = None, executable: str = "espeak-ng") -> None:
-        self.language = language.split("_")[0].split("-")[0].lower()
+        self.language = base_language(language)
         self.voice = voice or _ESPEAK_VOICES.get(self.language, self.language)
         self.speed, self.pitch = speed, pitch
         self.executable = shutil.which(executable) or executable
@@ -467,7 +467,7 @@ def best_tts(language: str = "ru", models_dir: str | Path | None = None, *, pref
     "TTS (ru): espeak-ng: no neural voice installed; ...". The voice speaks that language's prompts and
     dynamic phrases (see ``PromptLibrary``); a clinic's own recordings still win.
     """
-    lang = language.split("_")[0].split("-")[0].lower()
+    lang = base_language(language)
     candidates: list[PiperVoiceFiles] = []
     notes: list[str] = []
     if models_dir is not None:
