@@ -79,3 +79,41 @@ def best_match(haystack: np.ndarray, needle: np.ndarray) -> tuple[float, float]:
     seg = haystack[lag: lag + m]
     denom = np.linalg.norm(seg) * ref
     return (float(np.dot(seg, needle) / denom) if denom else 0.0), float(lag)
+
+
+class WebhookServer:
+    """A clinic's security endpoint on loopback: records each POST (content type and JSON body); ``delay`` and
+    ``status`` make it slow or failing."""
+
+    def __init__(self, delay: float = 0.0, status: int = 200) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[dict[str, Any]] = []
+        self.got = threading.Event()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.received.append({"type": self.headers["Content-Type"], "body": json.loads(body)})
+                hook.got.set()
+                time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    self.end_headers()
+                except OSError:  # the box gave up waiting
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/threat?token=s3cret"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -6,7 +6,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliance.boxproc import REPO
-from tests.helpers import best_match, calls_in, read_wav, wait_for_call_end
+from tests.helpers import WebhookServer, best_match, calls_in, read_wav, wait_for_call_end
 
 pytestmark = pytest.mark.sip
 
@@ -75,35 +74,6 @@ def test_repeat_calls_earn_an_automatic_block(make_box, phone, loop_thread):
     assert "+79161234567" in listed and "auto_rate" in listed
 
 
-class _SlowHook:
-    """The clinic's security endpoint on loopback: answers each POST only after ``delay`` seconds."""
-
-    def __init__(self, delay: float) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.received: list[dict] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                time.sleep(delay)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/threat"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def _cli(box, *args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "appliance", "--config", str(box.config), *args],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -115,7 +85,7 @@ def test_receptionist_feature_codes_mark_threats_and_block_abusive_callers(make_
     from tests.sip.test_queue_sip import _flows
 
     voice = write_tone(tmp_path / "voice.wav", hz=300.0, seconds=3.0)
-    hook = _SlowHook(delay=4.0)  # answers within the box's 5 s, long after the conversation has ended
+    hook = WebhookServer(delay=4.0)  # answers within the box's 5 s, long after the conversation has ended
     box = make_box(flows_dir=_flows(tmp_path), main="queue_only", security={"threat_webhook": hook.url},
                    queues={"reception": {"agents": [phone.uri("101")], "max_wait": 0, "wrapup": 0}})
 
@@ -165,7 +135,7 @@ def test_receptionist_feature_codes_mark_threats_and_block_abusive_callers(make_
         while time.monotonic() < deadline and not any(
                 e["detail"].startswith("webhook") for e in calls_in(box.db_path)[0]["events"]):
             time.sleep(0.2)
-        [payload] = hook.received
+        [payload] = [r["body"] for r in hook.received]
         assert (payload["event"], payload["call_id"], payload["number"], payload["recording_held"]) == (
             "threat", threat["id"], "+79161234567", True)
         assert payload["at"] == mark_at

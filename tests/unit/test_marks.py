@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from appliance.security import webhook
 from appliance.security.marks import feature_code, mark_call
 from appliance.settings import FeatureCodes, settings_from_mapping
 from appliance.store import Store
+from tests.helpers import WebhookServer
 
 CALLER = "+79161234567"
 
@@ -128,39 +127,6 @@ def test_abusive_marks_never_block_a_never_block_number(store: Store, tmp_path: 
 # ------------------------------------------------------------------------------------------ threat + webhook
 
 
-class _Hook:
-    """A local security endpoint: records POSTs; ``delay`` and ``status`` make it slow or failing."""
-
-    def __init__(self, delay: float = 0.0, status: int = 200) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.got = threading.Event()
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.received.append({"type": self.headers["Content-Type"], "body": json.loads(body)})
-                hook.got.set()
-                time.sleep(delay)
-                try:
-                    self.send_response(status)
-                    self.end_headers()
-                except OSError:  # the box gave up waiting
-                    pass
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/threat?token=s3cret"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 async def _threat(store: Store, security: Any) -> tuple[_Session, float]:
     session = _Session(store)
     t0 = time.monotonic()
@@ -171,7 +137,7 @@ async def _threat(store: Store, security: Any) -> tuple[_Session, float]:
 
 
 def test_threat_webhook_gets_the_full_number_after_the_store(store: Store, tmp_path: Path) -> None:
-    hook = _Hook()
+    hook = WebhookServer()
     try:
         before = _sample("registratura_threats_total")
         session, _ = asyncio.run(_threat(store, _security(tmp_path, threat_webhook=hook.url)))
@@ -195,7 +161,7 @@ def test_a_failing_or_slow_webhook_loses_nothing_and_delays_nothing(store: Store
                                                                     monkeypatch: pytest.MonkeyPatch,
                                                                     delay: float, status: int, outcome: str) -> None:
     monkeypatch.setattr(webhook, "TIMEOUT", 0.5)
-    hook = _Hook(delay=delay, status=status)
+    hook = WebhookServer(delay=delay, status=status)
     try:
         session, took = asyncio.run(_threat(store, _security(tmp_path, threat_webhook=hook.url)))
     finally:
