@@ -120,11 +120,36 @@ def _run_together(letters: str) -> list[str] | None:
     return None
 
 
+def _distance(a: str, b: str) -> int:
+    """Levenshtein distance between two words."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def _near_yes_no(word: str) -> str | None:
+    """The long yes/no word ``word`` is one letter away from ("аверно": the "д" of "да, верно" cut off, "верна"),
+    when exactly one polarity is that near; short words ("да", "не") are too easily made from noise."""
+    if len(word) < 4:
+        return None
+    near = {w for w in _YES | _NO if len(w) >= 5 and _distance(word, w) <= 1}
+    if near and (near <= _YES or near <= _NO):
+        return min(near)
+    return None
+
+
 def yes_no(text: str) -> bool | None:
     """True for "да" / "верно", False for "нет" / "неверно" ("не так" counts as no), None when unclear.
-    A small letter recogniser often writes two quick words as one ("даверно"): such a run counts as its words."""
+    A small letter recogniser often writes two quick words as one ("даверно"): such a run counts as its words;
+    a long yes/no word with one letter wrong counts as that word."""
     heard = set(words(text))
     for word in list(heard - _YES - _NO):
         heard.update(_run_together(word) or ())
+        if (near := _near_yes_no(word)) is not None:
+            heard.add(near)
     yes, no = bool(heard & _YES), bool(heard & _NO)
     return yes if yes != no else None

@@ -7,16 +7,18 @@ import pytest
 from appliance.flow.keywords import yes_no
 
 
-@pytest.mark.parametrize("text", ["да", "да верно", "Да, всё верно", "конечно", "даверно", "да да", "дада"])
+@pytest.mark.parametrize("text", ["да", "да верно", "Да, всё верно", "конечно", "даверно", "да да", "дада",
+                                  "аверно", "верна", "правильна"])
 def test_yes(text):
     assert yes_no(text) is True
 
 
-@pytest.mark.parametrize("text", ["нет", "неверно", "нет не так", "нетнет", "нет неправильно"])
+@pytest.mark.parametrize("text", ["нет", "неверно", "нет не так", "нетнет", "нет неправильно", "неверна"])
 def test_no(text):
     assert yes_no(text) is False
 
 
-@pytest.mark.parametrize("text", ["", "алло", "да нет", "данет", "дадим", "верность", "повторите"])
+@pytest.mark.parametrize("text", ["", "алло", "да нет", "данет", "дадим", "верность", "повторите",
+                                  "наверное", "вера", "точка"])
 def test_unclear(text):
     assert yes_no(text) is None
