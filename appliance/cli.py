@@ -199,9 +199,15 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         done = int(width * n / total) if total else width
         print(f"\r[{'#' * done}{'.' * (width - done)}] {n}/{total} {what:<40}", end="", file=sys.stderr)
 
+    from appliance.speech.phrases import queue_phrases
+
     rendered, cached = lib.render_all(progress)
     print(file=sys.stderr)
     print(f"prompts: {rendered} rendered, {cached} unchanged (cache {cache})")
+    # The queue's announcements too, so a neural voice never renders one while a caller waits for it.
+    rendered, cached = lib.render_texts({lang: queue_phrases(lang) for lang in lib.catalog}, progress)
+    print(file=sys.stderr)
+    print(f"queue phrases: {rendered} rendered, {cached} unchanged")
     return 0
 
 

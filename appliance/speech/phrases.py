@@ -53,6 +53,14 @@ def expected_wait(seconds: float | None, language: str = "ru") -> str:
     return f"The expected wait is about {duration(minutes, 'en')}."
 
 
+def queue_phrases(language: str = "ru", positions: int = 10, minutes: int = 20) -> list[str]:
+    """Every queue announcement phrase a caller usually hears: positions 1..``positions`` and expected waits of
+    1..``minutes`` minutes. A neural voice takes ~0.2 s per phrase, so the box renders these ahead
+    (``registratura prompts render`` and in the background at start) rather than while a caller waits."""
+    return [queue_position(n, language) for n in range(1, positions + 1)] + \
+        [expected_wait(60 * m, language) for m in range(1, minutes + 1)]
+
+
 def waited(seconds: float, language: str = "ru") -> str:
     """For the receptionist before a callback: "(ждал) три минуты", "одну минуту", "час и пять минут"."""
     minutes = max(1, round(seconds / 60))

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -159,20 +159,32 @@ class PromptLibrary:
         Missing prompts render on ``workers`` threads (default: one per core, at most 4): a neural voice
         runs one onnxruntime thread per sentence, so two cores render an English catalog twice as fast.
         """
-        jobs = [(lang, pid) for lang, items in sorted(self.catalog.items()) for pid in sorted(items)]
+        return self._render([(lang, self.text(lang, pid), f"{lang}/{pid}", self.recorded(lang, pid) is not None)
+                             for lang, items in sorted(self.catalog.items()) for pid in sorted(items)],
+                            progress, workers)
+
+    def render_texts(self, texts: Mapping[str, Iterable[str]], progress: Callable[[int, int, str], None] | None = None,
+                     workers: int | None = None) -> tuple[int, int]:
+        """Render dynamic phrases ahead (language -> texts, e.g. ``phrases.queue_phrases``), as ``render_all``."""
+        return self._render([(lang, text, f"{lang}: {text}", False) for lang, items in sorted(texts.items())
+                             for text in items], progress, workers)
+
+    def _render(self, jobs: list[tuple[str, str, str, bool]], progress: Callable[[int, int, str], None] | None,
+                workers: int | None) -> tuple[int, int]:
+        """(language, text, label, recorded by the clinic) jobs: render the missing ones; (rendered, cached)."""
         todo = []
         done = 0
-        for lang, pid in jobs:
-            if self.recorded(lang, pid) is not None or self._cached(lang, self.text(lang, pid)).is_file():
+        for lang, text, what, recorded in jobs:
+            if recorded or self._cached(lang, text).is_file():
                 done += 1
                 if progress:
-                    progress(done, len(jobs), f"{lang}/{pid}")
+                    progress(done, len(jobs), what)
             else:
-                todo.append((lang, pid))
+                todo.append((lang, text, what))
         cached = done
         workers = max(1, min(workers or min(4, os.cpu_count() or 1), len(todo) or 1))
         with ThreadPoolExecutor(workers, thread_name_prefix="prompt") as pool:
-            futures = {pool.submit(self.ensure, lang, self.text(lang, pid)): f"{lang}/{pid}" for lang, pid in todo}
+            futures = {pool.submit(self.ensure, lang, text): what for lang, text, what in todo}
             for fut in as_completed(futures):
                 fut.result()  # a render that fails raises here (the box does not start without its prompts)
                 done += 1

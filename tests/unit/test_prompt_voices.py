@@ -147,6 +147,11 @@ def test_prompts_render_speaks_an_english_flow_with_the_piper_voice(tmp_path):
 
     first = _render(voices, cache)
     assert "prompts: 5 rendered, 0 unchanged" in first.stdout
+    assert "queue phrases: 60 rendered, 0 unchanged" in first.stdout  # 10 positions, 20 waits, two languages
+    # The queue's announcements are rendered ahead by the same voices: a caller never waits for a render.
+    for text in ("You are first in line.", "The expected wait is about twenty minutes."):
+        assert (cache / "en" / f"{_key('piper', 'en_US-joe-medium', 1.0, text)}.wav").is_file(), text
+    assert (cache / "ru" / f"{_key('espeak-ng', 'ru', 160, 'Вы десятый в очереди.')}.wav").is_file()
     assert "TTS (en): en_US-joe-medium" in first.stderr and "TTS (ru): espeak-ng" in first.stderr
 
     files = {}
@@ -162,13 +167,14 @@ def test_prompts_render_speaks_an_english_flow_with_the_piper_voice(tmp_path):
         assert 0.2 * len(text.split()) < seconds < 1.0 * len(text.split()) + 0.5  # a plausible speaking rate
         assert 20 * np.log10(np.sqrt(np.mean(x * x))) > -30  # speech, not silence
         files[pid] = (path, path.stat().st_mtime_ns)
-    assert len(list((cache / "en").glob("*.wav"))) == 3
+    assert len(list((cache / "en").glob("*.wav"))) == 3 + 30
     for template in ru.values():
         text = template.format(clinic_name="City Clinic")
         assert (cache / "ru" / f"{_key('espeak-ng', 'ru', 160, text)}.wav").is_file()
 
     second = _render(voices, cache)
     assert "prompts: 0 rendered, 5 unchanged" in second.stdout
+    assert "queue phrases: 0 rendered, 60 unchanged" in second.stdout
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in files.values())
 
     en["greeting"] = "Hello, this is {clinic_name}. Thank you for calling."
