@@ -215,7 +215,35 @@ def bench_tts(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
                          " ".join(PHRASES_RU * 3), reps)
     else:
         print("espeak-ng: n/a (apt-get install espeak-ng)")
+    for v in packaged_voices()[:1]:
+        bench_box_phrases(PiperTts(v.model, v.config, voice=v.name), v.language, tmp)
     return loaded
+
+
+def bench_box_phrases(tts, language: str, tmp: Path) -> None:
+    """The box's own path for a queue announcement: ``PromptLibrary.path`` returns the WAV the call plays. Cold:
+    each phrase synthesised whole on first use; warm: after ``render_texts(queue_phrases)`` as the box does at
+    start (and ``prompts render`` at image build)."""
+    from appliance.speech.phrases import queue_phrases
+    from appliance.speech.prompts import PromptLibrary
+    from appliance.speech.tts import TtsRenderer
+
+    texts = queue_phrases(language)
+    for label in ("cold cache (rendered when a caller needs it)", "warm cache (rendered ahead at start)"):
+        lib = PromptLibrary({language: {}}, tmp / "voices", tmp / f"box-cache-{label[:4]}",
+                            renderers={language: TtsRenderer(tts)})
+        if label.startswith("warm"):
+            t0 = time.perf_counter()
+            lib.render_texts({language: texts}, workers=1)
+            print(f"box path, {tts.voice}: {len(texts)} queue phrases rendered ahead in "
+                  f"{time.perf_counter() - t0:.1f} s (one thread)")
+        ready = []
+        for text in texts:
+            t0 = time.perf_counter()
+            lib.path(language, f"text:{text}")
+            ready.append(time.perf_counter() - t0)
+        print(f"box path, {tts.voice}, {label}:\n{'':44s} announcement file ready p50 "
+              f"{statistics.median(ready) * 1000:7.1f} ms, p95 {pct(ready, 95) * 1000:7.1f} ms")
 
 
 def _manifest_voices(args: argparse.Namespace) -> list:
