@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from appliance import events as ev
-from appliance import metrics
+from appliance import metrics, update
 from appliance.errors import FlowError
 from appliance.firstboot import read_status as read_firstboot_status
 from appliance.notify import Notifier
@@ -262,6 +262,7 @@ class App:
             "sip_registration": dict(getattr(self.telephony, "registration", {"state": "none"})),
             "flows": sorted(self.flowset.flows) if self.flowset else [],
             "firstboot": read_firstboot_status(),
+            "image": update.running(),
         }
 
     async def run(self) -> int:

@@ -442,10 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     from appliance.backup_cli import add_backup_parser
     from appliance.recordings_cli import add_recordings_parser
     from appliance.speech.model_cli import add_models_parser
+    from appliance.update_cli import add_update_parser
 
     add_models_parser(sub, _settings)
     add_recordings_parser(sub, _settings)
     add_backup_parser(sub, _settings, DEFAULT_CONFIG)
+    add_update_parser(sub, _settings)
 
     demo = sub.add_parser("demo", help="start a box on 127.0.0.1 and call it from a built-in softphone")
     demo.add_argument("--digits", default="510",

@@ -32,6 +32,10 @@ SERVICE = "registratura.service"
 STATUS_FILE = "/run/registratura/firstboot.json"
 NETWORK_FILE = "etc/systemd/network/10-registratura.network"
 TIMESYNC_FILE = "etc/systemd/timesyncd.conf.d/registratura.conf"
+# The image links this into /var (the root is read-only) and names it in sshd's AuthorizedKeysFile.
+SSH_KEYS_FILE = "etc/ssh/registratura_authorized_keys"
+_SSH_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|"
+                      r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]{40,}={0,3}( [^\n]*)?$")
 _HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _IFACE = re.compile(r"^[A-Za-z0-9_.:*?-]{1,64}( [A-Za-z0-9_.:*?-]{1,64})*$")
 _NTP = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
@@ -59,6 +63,7 @@ class NetworkPlan:
     dns: tuple[str, ...] = ()
     ntp: tuple[str, ...] = ()
     timezone: str | None = None
+    ssh_keys: tuple[str, ...] | None = None  # None: leave the box's keys as they are
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -122,9 +127,9 @@ def parse_network(text: str, source: str, root_key: str | None) -> NetworkPlan:
         errors.append((line or 0, located(source, line, f"{'.'.join(full)}: {what}")))
 
     if not isinstance(data, dict):
-        bad((), "must be a mapping of hostname, network, ntp, timezone")
+        bad((), "must be a mapping of hostname, network, ntp, timezone, ssh_keys")
         data = {}
-    allowed = {"hostname", "network", "ntp", "timezone"}
+    allowed = {"hostname", "network", "ntp", "timezone", "ssh_keys"}
     for key in data:
         if key not in allowed:
             bad((str(key),), f"unknown key; allowed: {', '.join(sorted(allowed))}")
@@ -193,11 +198,23 @@ def parse_network(text: str, source: str, root_key: str | None) -> NetworkPlan:
     tz = data.get("timezone")
     if tz is not None and not (isinstance(tz, str) and re.match(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$", tz)):
         bad(("timezone",), f"{tz!r} is not a time zone name; use e.g. Europe/Moscow")
+    keys = data.get("ssh_keys")
+    checked_keys: tuple[str, ...] | None = None
+    if keys is not None:
+        if not isinstance(keys, list):
+            bad(("ssh_keys",), "must be a list of public keys, one per line: - ssh-ed25519 AAAA... name")
+            keys = []
+        checked_keys = tuple(str(k).strip() for k in keys)
+        for key in checked_keys:
+            if not _SSH_KEY.match(key):
+                bad(("ssh_keys",), f"{key[:40]!r} is not an SSH public key line (ssh-ed25519 AAAA... name); "
+                                   "paste the .pub file's one line, not the private key")
     if errors:
         errors.sort(key=lambda e: e[0])
         raise FirstbootError("\n".join(msg for _, msg in errors), code="E104")
     return NetworkPlan(source=source, hostname=hostname, dhcp=bool(dhcp), dns=tuple(checked_dns),
-                       ntp=tuple(checked_ntp), timezone=tz, extras={"network": True} if net else {}, **kwargs)
+                       ntp=tuple(checked_ntp), timezone=tz, ssh_keys=checked_keys,
+                       extras={"network": True} if net else {}, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------- rendering
@@ -406,6 +423,10 @@ def _apply_network(plan: NetworkPlan, paths: Paths, live: bool) -> list[str]:
         tmp.symlink_to(zone)
         os.replace(tmp, localtime)
         write_atomic(_real(paths.root / "etc/timezone", paths.root), plan.timezone + "\n")
+    if plan.ssh_keys is not None:  # exactly these keys may log in as root (key only: Debian's sshd default)
+        keys = _real(paths.root / SSH_KEYS_FILE, paths.root)
+        keys.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(keys, "".join(f"{k}\n" for k in plan.ssh_keys), mode=0o644)
     return restart
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import json
 import logging
 import threading
@@ -38,11 +39,19 @@ def build_app(settings: Any, health: Callable[[], dict[str, Any]],
     if auth is not None:
         expected = "Basic " + base64.b64encode(f"{auth.user}:{auth.password}".encode()).decode()
 
+    def local(addr: str) -> bool:
+        """The box asking itself (the update health check): loopback, or its own listen address."""
+        try:
+            return ipaddress.ip_address(addr).is_loopback or addr == settings.host
+        except ValueError:
+            return False
+
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if not settings.allows(environ.get("REMOTE_ADDR", "")):
+        addr = environ.get("REMOTE_ADDR", "")
+        path = environ.get("PATH_INFO", "/")
+        if not settings.allows(addr) and not (path == "/healthz" and local(addr)):
             start_response("403 Forbidden", [("Content-Type", "text/plain")])
             return [b"forbidden\n"]
-        path = environ.get("PATH_INFO", "/")
         if path == "/healthz":
             # Health carries no personal data, so it stays open to the allowed addresses without auth:
             # the image's first-boot checks and load balancers read it.

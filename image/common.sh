@@ -23,6 +23,10 @@ stage_mkosi() {
     mkdir -p "$_app/src"
     (cd "$_repo" && git ls-files -co --exclude-standard -z | xargs -0 tar -c --no-recursion) | tar -x -C "$_app/src"
     cp "$_repo/README.md" "$_app/README.md"
+    # The image's version (IMAGE-INFO.json image_version, the boot entry's, an update bundle's): build time in
+    # UTC, so a newer build sorts after an older one, and the commit it was built from.
+    printf '%s\n' "${IMAGE_VERSION:-$(date -u +%Y.%m.%d.%H%M)-$(cd "$_repo" && git rev-parse --short HEAD 2>/dev/null || echo local)}" \
+        > "$_app/IMAGE-VERSION"
     cp "$_repo"/systemd/*.service "$_repo"/systemd/*.timer "$_extra/etc/systemd/system/"
     mkdir -p "$_extra/etc/initramfs-tools"
     cp "$_repo/image/nftables/registratura.nft" "$_extra/etc/nftables.d/registratura.nft.example"

@@ -287,3 +287,36 @@ def test_split_firstboot_keeps_other_sections_and_line_numbers():
     assert rest == "a: 1\n#\n#\n#\n#\nb: 2\n"
     assert block == "\nfirstboot:\n  hostname: x\n\n  # note\n\n"
     assert split_firstboot("a: 1\n") == ("a: 1\n", None)
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGfGq0cC0r6bX1yqfX8m3Tq2kzq8m0b0lZr1H4m4p0sK technician@laptop"
+
+
+def test_ssh_keys_from_the_firstboot_section_replace_the_boxs_keys(box):
+    """The technician's public key lets them log in (scp an update, a backup); a second file replaces the list."""
+    keys = box["root"] / firstboot.SSH_KEYS_FILE
+    keys.parent.mkdir(parents=True)
+    keys.write_text("ssh-rsa AAAAold... previous\n")
+    _write(box, GOOD + FIRSTBOOT + f"  ssh_keys:\n    - {KEY}\n")
+    assert run(_paths(box), [].append) == 0
+    assert keys.read_text() == KEY + "\n"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o644  # sshd refuses group- or world-writable key files
+
+
+def test_a_private_key_or_a_broken_line_is_rejected_with_its_line(box):
+    text = GOOD + FIRSTBOOT + "  ssh_keys:\n    - -----BEGIN OPENSSH PRIVATE KEY-----\n"
+    boot_file = _write(box, text)
+    calls: list = []
+    assert run(_paths(box), calls.append) == 1
+    _assert_rejected(box, calls, f"{boot_file}:15: firstboot.ssh_keys: '-----BEGIN OPENSSH PRIVATE KEY-----' is not "
+                                 "an SSH public key line")
+    assert not (box["root"] / firstboot.SSH_KEYS_FILE).exists()
+
+
+def test_without_ssh_keys_the_boxs_keys_stay(box):
+    keys = box["root"] / firstboot.SSH_KEYS_FILE
+    keys.parent.mkdir(parents=True)
+    keys.write_text(KEY + "\n")
+    _write(box, GOOD + FIRSTBOOT)
+    assert run(_paths(box), [].append) == 0
+    assert keys.read_text() == KEY + "\n"
