@@ -69,3 +69,15 @@ def test_address_allowlist(tmp_path, allow, code):
         assert _get(f"http://127.0.0.1:{server.server_port}/metrics")[0] == code
     finally:
         server.shutdown()
+
+
+def test_the_box_itself_may_always_ask_healthz(tmp_path):
+    """The update health check runs on the box: /healthz answers loopback even when the allowlist is the LAN;
+    /metrics still does not."""
+    server = _server({"listen": _listen(), "allow_from": ["10.0.0.0/8"]}, tmp_path)
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        assert _get(base + "/healthz")[0] == 200
+        assert _get(base + "/metrics")[0] == 403
+    finally:
+        server.shutdown()

@@ -1,0 +1,157 @@
+"""A/B updates (appliance/update.py) on a box-shaped tree: the ESP, the two root slots as files, /proc/cmdline.
+
+The boot side (systemd-boot counting tries, systemd-bless-boot, the fallback) runs in image/test_update.sh under
+qemu; here: which slot is written, what the boot entries say, and that a bad bundle changes nothing that boots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from appliance import update
+from appliance.update import Box, UpdateError
+
+SLOT_BYTES = 1 << 20
+
+
+def _box(tmp_path: Path, slot: str = "a", version: str = "2026.01.01.0000-aaaaaaa") -> Box:
+    esp, dev = tmp_path / "efi", tmp_path / "dev"
+    (esp / "loader/entries").mkdir(parents=True)
+    dev.mkdir()
+    for s in update.SLOTS:
+        (dev / f"registratura-root-{s}").write_bytes((s.encode() * SLOT_BYTES)[:SLOT_BYTES])
+    os_dir = esp / "registratura-os" / version
+    os_dir.mkdir(parents=True)
+    (os_dir / "vmlinuz").write_bytes(b"old kernel")
+    (esp / f"loader/entries/registratura-{version}.conf").write_text(
+        f"title Registratura {version}\nversion {version}\nlinux /registratura-os/{version}/vmlinuz\n"
+        f"options root=PARTLABEL=registratura-root-{slot} rootfstype=squashfs ro panic=10\n")
+    (tmp_path / "cmdline").write_text(f"root=PARTLABEL=registratura-root-{slot} rootfstype=squashfs ro quiet\n")
+    (tmp_path / "IMAGE-INFO.json").write_text(json.dumps({"image_version": version}))
+    return Box(esp=esp, dev=dev, cmdline=tmp_path / "cmdline", boot_count_var=tmp_path / "LoaderBootCountPath",
+               image_info=tmp_path / "IMAGE-INFO.json")
+
+
+def _bundle(path: Path, version: str = "2026.02.01.0000-bbbbbbb", root: bytes = b"new root " * 1000,
+            damage: str = "", cmdline: str = "console=ttyS0,115200") -> Path:
+    files = {"VERSION": f"{version}\n".encode(), "root.img": root, "vmlinuz": b"new kernel",
+             "initrd.img": b"new initrd", "cmdline": f"{cmdline}\n".encode()}
+    sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in files.items())
+    if damage:
+        files[damage] = files[damage] + b"!"  # a copy damaged after the sums were made
+    files["SHA256SUMS"] = sums.encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_apply_writes_the_other_slot_and_a_trial_entry(tmp_path):
+    box = _box(tmp_path)
+    said: list[str] = []
+    entry = update.apply(_bundle(tmp_path / "u.tar"), box, said.append)
+    assert entry.path.name == "registratura-2026.02.01.0000-bbbbbbb+3.conf"
+    assert (entry.slot, entry.tries_left, entry.state) == ("b", 3, "on trial (3 tries left)")
+    text = entry.path.read_text()
+    assert "options root=PARTLABEL=registratura-root-b rootfstype=squashfs ro panic=10 console=ttyS0,115200" in text
+    assert "linux /registratura-os/2026.02.01.0000-bbbbbbb/vmlinuz" in text and "sort-key registratura" in text
+    new_os = box.esp / "registratura-os/2026.02.01.0000-bbbbbbb"
+    assert (new_os / "vmlinuz").read_bytes() == b"new kernel" and (new_os / "initrd.img").read_bytes() == b"new initrd"
+    b = (box.dev / "registratura-root-b").read_bytes()
+    assert b.startswith(b"new root " * 1000) and len(b) == SLOT_BYTES  # a partition: written in place
+    assert (box.dev / "registratura-root-a").read_bytes() == b"a" * SLOT_BYTES  # the running slot untouched
+    states = {e["version"]: e["state"] for e in update.status(box)["entries"]}
+    assert states == {"2026.01.01.0000-aaaaaaa": "good", "2026.02.01.0000-bbbbbbb": "on trial (3 tries left)"}
+    assert any("reboot to try it" in s for s in said)
+
+
+def test_the_next_update_from_slot_b_replaces_the_old_version_in_slot_a(tmp_path):
+    box = _box(tmp_path, slot="b", version="2026.02.01.0000-bbbbbbb")
+    (box.entries / "registratura-2026.01.01.0000-aaaaaaa+0-3.conf").write_text(  # a version that fell back
+        "options root=PARTLABEL=registratura-root-a ro\n")
+    (box.esp / "registratura-os/2026.01.01.0000-aaaaaaa").mkdir(parents=True)
+    update.apply(_bundle(tmp_path / "u.tar", version="2026.03.01.0000-ccccccc"), box, lambda _: None)
+    names = sorted(p.name for p in box.entries.iterdir())
+    assert names == ["registratura-2026.02.01.0000-bbbbbbb.conf", "registratura-2026.03.01.0000-ccccccc+3.conf"]
+    assert not (box.esp / "registratura-os/2026.01.01.0000-aaaaaaa").exists()
+    assert (box.dev / "registratura-root-a").read_bytes().startswith(b"new root")
+
+
+def test_a_version_on_trial_installs_nothing(tmp_path):
+    box = _box(tmp_path)
+    box.boot_count_var.write_bytes(b"\x07\x00\x00\x00")
+    with pytest.raises(UpdateError, match="on trial") as err:
+        update.apply(_bundle(tmp_path / "u.tar"), box, lambda _: None)
+    assert err.value.code == "E803"
+    assert (box.dev / "registratura-root-b").read_bytes() == b"b" * SLOT_BYTES
+
+
+@pytest.mark.parametrize("damage", ["root.img", "vmlinuz", "cmdline"])
+def test_a_damaged_bundle_leaves_nothing_that_boots_it(tmp_path, damage):
+    box = _box(tmp_path)
+    before = sorted(p.name for p in box.entries.iterdir())
+    with pytest.raises(UpdateError, match="does not match") as err:
+        update.apply(_bundle(tmp_path / "u.tar", damage=damage), box, lambda _: None)
+    assert err.value.code == "E805"
+    assert sorted(p.name for p in box.entries.iterdir()) == before  # only the running version boots
+    assert not (box.esp / "registratura-os/2026.02.01.0000-bbbbbbb").exists()
+
+
+def test_bundles_that_are_not_bundles_or_do_not_fit(tmp_path):
+    box = _box(tmp_path)
+    (tmp_path / "x.tar").write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(UpdateError, match="not an update bundle") as err:
+        update.apply(tmp_path / "x.tar", box, lambda _: None)
+    assert err.value.code == "E801"
+    with pytest.raises(UpdateError, match="larger than") as err:
+        update.apply(_bundle(tmp_path / "big.tar", root=b"x" * (SLOT_BYTES + 1)), box, lambda _: None)
+    assert err.value.code == "E806"
+    with pytest.raises(UpdateError, match="may not name the root"):
+        update.apply(_bundle(tmp_path / "r.tar", cmdline="root=/dev/sda1"), box, lambda _: None)
+    with pytest.raises(UpdateError, match="is the one running"):
+        update.apply(_bundle(tmp_path / "same.tar", version="2026.01.01.0000-aaaaaaa"), box, lambda _: None)
+    (box.cmdline).write_text("root=/dev/vda2 ro\n")
+    with pytest.raises(UpdateError, match="not booted from an A/B root"):
+        update.apply(_bundle(tmp_path / "u.tar"), box, lambda _: None)
+    assert (box.dev / "registratura-root-b").read_bytes() == b"b" * SLOT_BYTES
+
+
+def test_running_reports_version_slot_and_trial(tmp_path):
+    box = _box(tmp_path, slot="b")
+    assert update.running(box) == {"version": "2026.01.01.0000-aaaaaaa", "slot": "b", "on_trial": False}
+    assert update.running(Box(cmdline=tmp_path / "none", image_info=tmp_path / "none"))["slot"] is None
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    codes: list[int] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        code = self.codes.pop(0) if len(self.codes) > 1 else self.codes[0]
+        self.send_response(code)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("codes", "healthy"), [([503, 503, 200], True), ([503], False)])
+def test_check_waits_for_healthz_200(codes, healthy):
+    _Health.codes = list(codes)
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/healthz"
+        assert update.check(url, timeout=0.6, say=lambda _: None, poll=0.05) is healthy
+    finally:
+        server.shutdown()
