@@ -1,7 +1,7 @@
 #!/bin/bash
 # Boot the built image under qemu (headless) and call it from the host with sipp.
 #   image/test_boot.sh [--arch x86_64|arm64] [--build] [--pjsua2-wheel DIR] [--image RAW] [--out DIR]
-#                      [--accel auto|kvm|tcg] [--keep]
+#                      [--accel auto|kvm|tcg] [--keep] [--bad-settings]
 # x86_64 (default): UEFI/OVMF; --build runs image/build.sh first (timed), else the image in
 # /var/tmp/registratura-image is used. arm64: the Raspberry Pi image of image/build_arm64.sh
 # (/var/tmp/registratura-arm64) on qemu's `virt` machine (TCG, cortex-a72): the kernel, initramfs and
@@ -11,13 +11,16 @@
 # (SIP udp 25060 -> 5060, metrics tcp 29310 -> 9310, RTP udp 24000-24009 on both sides), wait for /healthz,
 # scrape /metrics, place one sipp call (INVITE/200/ACK, audio + DTMF '1', BYE/200), check the box counted
 # it, power the VM off through ACPI and read the guest's journal off the /var partition (debugfs, no mount).
+# --bad-settings: the technician's file has an error (sip.max_calls: lots): first boot must reject it (console,
+# registratura.yaml.rejected + .txt on the FAT partition) and the box must come up in safe mode, its /healthz
+# answering the host 503 with the file:line error; no call is placed.
 # Prints PASS/FAIL lines and the timings. Not part of the pytest suite (minutes). Needs root only with --build.
 # apt-get install qemu-system-x86 ovmf sip-tester mtools e2fsprogs curl python3
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 out=""; arch=x86_64
-image=""; build=0; pj=""; accel=auto; keep=0
+image=""; build=0; pj=""; accel=auto; keep=0; bad=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --arch) arch=$2; shift 2 ;;
@@ -27,7 +30,8 @@ while [ $# -gt 0 ]; do
         --image) image=$2; shift 2 ;;
         --accel) accel=$2; shift 2 ;;
         --keep) keep=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --bad-settings) bad=1; shift ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -70,10 +74,11 @@ rm -rf "$work"; mkdir -p "$work"
 cp --sparse=always "$image" "$work/disk.raw"
 
 # ------------------------------------------------------------------------------------ first-boot files
-# Offsets from the partition table: 1 = ESP or the Pi's /boot/firmware (FAT), 3 = /var (ext4).
+# Offsets from the partition table: 1 = ESP or the Pi's /boot/firmware (FAT); /var (ext4) is 4 on x86 (after
+# the root slots a and b) and 3 on the Pi.
 part() { sfdisk -J "$work/disk.raw" | python3 -c "import json,sys; p=json.load(sys.stdin)['partitiontable']['partitions'][$1-1]; print(p['start']*512, p['size']*512)"; }
 read -r esp_off _ < <(part 1)
-read -r var_off var_size < <(part 3)
+read -r var_off var_size < <(part "$([ "$arch" = arm64 ] && echo 3 || echo 4)")
 cat > "$work/registratura.yaml" <<EOF
 # Test settings for image/test_boot.sh: the qemu host (10.0.2.2 in user-mode networking) is the gateway.
 firstboot:
@@ -91,6 +96,7 @@ data_dir: /var/lib/registratura
 flows: {dir: ivr_flows, main: clinic_ru}
 metrics: {listen: "0.0.0.0:9310", allow_from: ["10.0.2.2/32"]}
 EOF
+[ "$bad" = 1 ] && sed -i 's/^  max_calls: 256$/  max_calls: lots/' "$work/registratura.yaml"
 export MTOOLS_SKIP_CHECK=1
 # First boot reads the ESP's registratura/ folder on x86 and the root of the FAT partition on the Pi.
 fat_dir=$([ "$arch" = arm64 ] && echo "::" || echo "::/registratura")
@@ -101,32 +107,10 @@ else
 fi
 
 # ----------------------------------------------------------------------------------------- accelerator
-code=/usr/share/OVMF/OVMF_CODE_4M.fd; vars=/usr/share/OVMF/OVMF_VARS_4M.fd
+. "$here/qemu.sh"
+code=$OVMF_CODE; vars=$OVMF_VARS
 [ "$arch" = arm64 ] || [ -f "$code" ] || { echo "FAIL setup: $code missing (apt-get install ovmf)"; exit 1; }
-if [ "$accel" = auto ]; then
-    accel=tcg
-    if [ -w /dev/kvm ]; then
-        # Some nested hypervisors (e.g. kvm_pvm) run SeaBIOS but cannot execute OVMF's early code
-        # ("KVM internal error ... emulation failure"): try OVMF under KVM for a few seconds first.
-        cp "$vars" "$work/probe-vars.fd"
-        # Others abort at once ("failed to set MSR ..."): KVM counts only if the probe is still running at
-        # the timeout (exit 124) without an internal error.
-        rc=0
-        timeout 8 qemu-system-x86_64 -machine q35,accel=kvm -cpu host -m 256 -nographic -monitor none \
-            -drive if=pflash,format=raw,unit=0,readonly=on,file="$code" \
-            -drive if=pflash,format=raw,unit=1,file="$work/probe-vars.fd" -net none \
-            -serial file:"$work/probe.log" > "$work/probe.out" 2>&1 || rc=$?
-        if grep -q "KVM internal error" "$work/probe.out"; then
-            echo "INFO KVM cannot run OVMF on this host ($(grep -m1 -o 'emulation failure' "$work/probe.out" || echo 'internal error')): using TCG (slow)"
-        elif [ "$rc" != 124 ]; then
-            echo "INFO KVM probe exited at once (status $rc: $(grep -m1 -v '^$' "$work/probe.out" || echo 'no message')): using TCG (slow)"
-        else
-            accel=kvm
-        fi
-    fi
-fi
-if [ "$accel" = kvm ]; then cpu="-machine q35,accel=kvm -cpu host"; else cpu="-machine q35 -accel tcg,thread=multi -cpu max"; fi
-echo "INFO accelerator: $accel"
+if [ "$arch" = arm64 ]; then accel=tcg; echo "INFO accelerator: tcg"; else pick_accel "$work" "$accel"; fi
 
 # -------------------------------------------------------------------------------------------------- boot
 fwd="hostfwd=udp:127.0.0.1:$SIP_HOST-:5060,hostfwd=tcp:127.0.0.1:$METRICS_HOST-:9310"
@@ -161,12 +145,7 @@ else
 fi
 qemu=$!
 echo "INFO qemu pid $qemu, serial log $work/serial.log"
-monitor() { python3 - "$work/monitor.sock" "$1" <<'PY'
-import socket, sys, time
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(0.3); s.recv(4096)
-s.sendall(sys.argv[2].encode() + b"\n"); time.sleep(0.5)
-PY
-}
+monitor() { qemu_monitor "$work/monitor.sock" "$1"; }
 cleanup() { kill "$qemu" 2>/dev/null; }
 trap cleanup EXIT
 
@@ -175,22 +154,41 @@ ready=""
 while :; do
     if ! kill -0 "$qemu" 2>/dev/null; then tail -20 "$work/qemu.out"; break; fi
     code_h=$(curl -s -o "$work/healthz.json" -w '%{http_code}' -m 3 "http://127.0.0.1:$METRICS_HOST/healthz" || true)
-    if [ "$code_h" = 200 ]; then ready=$(now); break; fi
-    grep -q "SETTINGS REJECTED" "$work/serial.log" 2>/dev/null && { grep -a -A5 "SETTINGS REJECTED" "$work/serial.log"; break; }
+    if [ "$bad" = 0 ] && [ "$code_h" = 200 ]; then ready=$(now); break; fi
+    if [ "$bad" = 1 ] && [ "$code_h" = 503 ] && grep -q '"safe_mode": true' "$work/healthz.json"; then ready=$(now); break; fi
+    [ "$bad" = 0 ] && grep -q "SETTINGS REJECTED" "$work/serial.log" 2>/dev/null && { grep -a -A5 "SETTINGS REJECTED" "$work/serial.log"; break; }
     [ "$(secs "$t_boot" "$(now)" | cut -d. -f1)" -ge "$limit" ] && break
     sleep 2
 done
-if [ -n "$ready" ]; then
+if [ -n "$ready" ] && [ "$bad" = 1 ]; then
+    pass "boot: safe mode, /healthz 503 after $(secs "$t_boot" "$ready") s from qemu start ($accel)"
+elif [ -n "$ready" ]; then
     pass "boot: /healthz 200 after $(secs "$t_boot" "$ready") s from qemu start ($accel): $(tr -d '\n' < "$work/healthz.json" | cut -c1-200)"
 else
-    fail "boot: no /healthz 200 within ${limit} s (last HTTP code ${code_h:-none}); serial log $work/serial.log"
+    fail "boot: no /healthz $([ "$bad" = 1 ] && echo '503 (safe mode)' || echo 200) within ${limit} s (last HTTP code ${code_h:-none}); serial log $work/serial.log"
 fi
-grep -aq "registratura-firstboot: settings applied" "$work/serial.log" && pass "first boot: settings applied (console)" \
-    || fail "first boot: no 'settings applied' on the console"
+if [ "$bad" = 1 ]; then
+    grep -aq "registratura-firstboot: SETTINGS REJECTED" "$work/serial.log" \
+        && pass "first boot: '$(grep -a -m1 -A1 "SETTINGS REJECTED" "$work/serial.log" | tail -1 | tr -d '\r' | cut -c1-160)' on the console" \
+        || fail "first boot: no 'SETTINGS REJECTED' on the console"
+    # What a technician sees from the LAN: why the box takes no calls, naming the file and line.
+    if python3 - "$work/healthz.json" <<'PY'
+import json, sys
+h = json.load(open(sys.argv[1]))
+fb = h.get("firstboot") or {}
+assert h.get("safe_mode") is True and h.get("ok") is False, h
+assert fb.get("ok") is False and "registratura.yaml:" in fb.get("error", "") and "max_calls" in fb["error"], fb
+print("PASS safe mode /healthz from the host: " + fb["error"].splitlines()[0][:160])
+PY
+    then :; else fail "safe mode /healthz: $(cut -c1-300 "$work/healthz.json")"; fi
+else
+    grep -aq "registratura-firstboot: settings applied" "$work/serial.log" && pass "first boot: settings applied (console)" \
+        || fail "first boot: no 'settings applied' on the console"
+fi
 
 # ----------------------------------------------------------------------------------------- metrics + call
 metric() { grep -E "^$1(\{| )" "$work/$2" | awk '{s += $NF} END {print s + 0}'; }
-if [ -n "$ready" ]; then
+if [ -n "$ready" ] && [ "$bad" = 0 ]; then
     if curl -sf -m 5 "http://127.0.0.1:$METRICS_HOST/metrics" > "$work/metrics.before"; then
         pass "metrics: $(grep -c '^registratura_' "$work/metrics.before") registratura_* samples"
     else
@@ -260,18 +258,32 @@ else
 fi
 jcheck "nftables rules rendered from the settings and loaded" "Finished registratura-firewall.service"
 jcheck "hardware watchdog armed by systemd" "[Uu]sing hardware watchdog"
-jcheck "service ready (sd_notify) with the box's own SIP stack" "SIP stack: pjsua2 [0-9.]+ \(appliance build\)|Started registratura.service"
-jcheck "speech: the Silero VAD loaded" "VAD: Silero"
-jcheck "speech: the bundled ru-commands recogniser loaded" "ASR: ru-commands.*spoken menu choices enabled"
+if [ "$bad" = 1 ]; then
+    jcheck "service up in safe mode (no SIP), saying why" "SAFE MODE: the box takes no calls"
+else
+    jcheck "service ready (sd_notify) with the box's own SIP stack" "SIP stack: pjsua2 [0-9.]+ \(appliance build\)|Started registratura.service"
+    jcheck "speech: the Silero VAD loaded" "VAD: Silero"
+    jcheck "speech: the bundled ru-commands recogniser loaded" "ASR: ru-commands.*spoken menu choices enabled"
+fi
 failed=$(grep -E "Failed to start|Failed with result" "$work/journal.txt" | sed -E 's/.*Failed to start ([^ ]+).*/\1/; s/.*: ([^ :]+): Failed with result.*/\1/' | sort -u | tr '\n' ' ')
+# A rejected first-boot file fails its unit on purpose (systemctl --failed shows it to the technician).
+[ "$bad" = 1 ] && failed=$(echo "$failed" | tr ' ' '\n' | grep -v '^registratura-firstboot.service$' | grep -v '^Registratura$' | tr '\n' ' ' | sed 's/ *$//')
 if [ -z "$failed" ]; then pass "guest: no unit failed"; else fail "guest: units failed: $failed"; fi
 
 # First boot renamed the technician's file on the FAT partition.
-if mdir -b -i "$work/disk.raw@@$esp_off" "$fat_dir" 2>/dev/null | grep -q "registratura.yaml.applied"; then
+mdir -b -i "$work/disk.raw@@$esp_off" "$fat_dir" > "$work/fat.txt" 2>/dev/null
+if [ "$bad" = 1 ]; then
+    if grep -q "registratura.yaml.rejected$" "$work/fat.txt" && grep -q "registratura.yaml.rejected.txt" "$work/fat.txt"; then
+        pass "FAT: registratura.yaml renamed registratura.yaml.rejected, the reasons in registratura.yaml.rejected.txt"
+    else
+        fail "FAT: no registratura.yaml.rejected(.txt): $(tr '\n' ' ' < "$work/fat.txt")"
+    fi
+elif grep -q "registratura.yaml.applied" "$work/fat.txt"; then
     pass "FAT: registratura.yaml renamed registratura.yaml.applied"
 else
     fail "FAT: no registratura.yaml.applied"
 fi
 [ "$keep" = 1 ] || rm -f "$work/disk.raw"
+if [ "$fails" = 0 ] && [ "$bad" = 1 ]; then echo "PASS image/test_boot.sh --bad-settings: rejected at first boot, safe mode says why"; exit 0; fi
 if [ "$fails" = 0 ]; then echo "PASS image/test_boot.sh: the image boots, serves /metrics and takes a SIP call"; exit 0; fi
 echo "FAIL image/test_boot.sh: $fails check(s) failed (work directory $work)"; exit 1
