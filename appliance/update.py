@@ -41,8 +41,12 @@ OS_DIR = "registratura-os"
 TRIES = 3
 BUNDLE_FILES = ("VERSION", "root.img", "vmlinuz", "initrd.img", "cmdline")
 IMAGE_INFO = Path("/opt/registratura/IMAGE-INFO.json")
-# systemd-boot sets this EFI variable only when it booted an entry that still has a boot counter (a trial).
-BOOT_COUNT_VAR = Path("/sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f")
+# systemd-boot's EFI variables: the entry it booted, and (only when that entry had a boot counter: a trial) the
+# entry file's path on the ESP as it was at boot. systemd-bless-boot renames the file when the trial succeeds.
+_LOADER_VARS = Path("/sys/firmware/efi/efivars")
+_LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+BOOT_COUNT_VAR = _LOADER_VARS / f"LoaderBootCountPath-{_LOADER_GUID}"
+ENTRY_SELECTED_VAR = _LOADER_VARS / f"LoaderEntrySelected-{_LOADER_GUID}"
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._~^-]{0,63}$")
 _ENTRY = re.compile(rf"^{ENTRY_PREFIX}(?P<version>.+?)(\+(?P<left>\d+)(-(?P<done>\d+))?)?\.conf$")
 _CHUNK = 4 << 20
@@ -60,6 +64,7 @@ class Box:
     dev: Path = Path("/dev/disk/by-partlabel")
     cmdline: Path = Path("/proc/cmdline")
     boot_count_var: Path = BOOT_COUNT_VAR
+    entry_selected_var: Path = ENTRY_SELECTED_VAR
     image_info: Path = IMAGE_INFO
 
     @property
@@ -105,11 +110,27 @@ def entries(box: Box) -> list[Entry]:
     return out
 
 
+def efi_string(path: Path) -> str | None:
+    """An EFI variable holding a UTF-16 string (efivarfs: 4 bytes of attributes first), or None."""
+    try:
+        raw = path.read_bytes()[4:]
+    except OSError:
+        return None
+    return raw.decode("utf-16-le", errors="replace").split("\0", 1)[0] or None
+
+
 def on_trial(box: Box) -> bool:
-    return box.boot_count_var.exists()
+    """The running version booted from an entry with a boot counter that has not been blessed (renamed) yet."""
+    counted = efi_string(box.boot_count_var)  # "\loader\entries\registratura-V+2-1.conf"
+    return bool(counted) and (box.esp / counted.replace("\\", "/").lstrip("/")).exists()
 
 
 def image_version(box: Box) -> str:
+    """The version of the boot entry systemd-boot started, else the image's own (IMAGE-INFO.json)."""
+    selected = efi_string(box.entry_selected_var)  # the entry's id: "registratura-V.conf", counter stripped
+    m = _ENTRY.match(selected) if selected else None
+    if m:
+        return m["version"]
     try:
         return str(json.loads(box.image_info.read_text()).get("image_version", "unknown"))
     except (OSError, ValueError):

@@ -37,7 +37,12 @@ def _box(tmp_path: Path, slot: str = "a", version: str = "2026.01.01.0000-aaaaaa
     (tmp_path / "cmdline").write_text(f"root=PARTLABEL=registratura-root-{slot} rootfstype=squashfs ro quiet\n")
     (tmp_path / "IMAGE-INFO.json").write_text(json.dumps({"image_version": version}))
     return Box(esp=esp, dev=dev, cmdline=tmp_path / "cmdline", boot_count_var=tmp_path / "LoaderBootCountPath",
-               image_info=tmp_path / "IMAGE-INFO.json")
+               entry_selected_var=tmp_path / "LoaderEntrySelected", image_info=tmp_path / "IMAGE-INFO.json")
+
+
+def _efi(path: Path, text: str) -> None:
+    """An EFI variable as efivarfs shows it: attributes, then a NUL-terminated UTF-16 string."""
+    path.write_bytes(b"\x06\x00\x00\x00" + (text + "\0").encode("utf-16-le"))
 
 
 def _bundle(path: Path, version: str = "2026.02.01.0000-bbbbbbb", root: bytes = b"new root " * 1000,
@@ -87,13 +92,29 @@ def test_the_next_update_from_slot_b_replaces_the_old_version_in_slot_a(tmp_path
     assert (box.dev / "registratura-root-a").read_bytes().startswith(b"new root")
 
 
-def test_a_version_on_trial_installs_nothing(tmp_path):
+def test_a_version_on_trial_installs_nothing_until_it_is_blessed(tmp_path):
     box = _box(tmp_path)
-    box.boot_count_var.write_bytes(b"\x07\x00\x00\x00")
+    trial = box.entries / "registratura-2026.01.01.0000-aaaaaaa+2-1.conf"
+    (box.entries / "registratura-2026.01.01.0000-aaaaaaa.conf").rename(trial)
+    _efi(box.boot_count_var, "\\loader\\entries\\registratura-2026.01.01.0000-aaaaaaa+2-1.conf")
+    assert update.running(box)["on_trial"] is True
     with pytest.raises(UpdateError, match="on trial") as err:
         update.apply(_bundle(tmp_path / "u.tar"), box, lambda _: None)
     assert err.value.code == "E803"
     assert (box.dev / "registratura-root-b").read_bytes() == b"b" * SLOT_BYTES
+    # systemd-bless-boot renames the entry once /healthz answered; the variable keeps the boot-time path.
+    trial.rename(box.entries / "registratura-2026.01.01.0000-aaaaaaa.conf")
+    assert update.running(box)["on_trial"] is False
+    update.apply(_bundle(tmp_path / "u.tar"), box, lambda _: None)
+
+
+def test_the_running_version_is_the_booted_entrys(tmp_path):
+    """A bundle's VERSION names its entry; the box reports the entry systemd-boot started (counter stripped)."""
+    box = _box(tmp_path, slot="b")
+    _efi(box.entry_selected_var, "registratura-9000.0-good.conf")
+    assert update.running(box)["version"] == "9000.0-good"
+    with pytest.raises(UpdateError, match="is the one running"):
+        update.apply(_bundle(tmp_path / "u.tar", version="9000.0-good"), box, lambda _: None)
 
 
 @pytest.mark.parametrize("damage", ["root.img", "vmlinuz", "cmdline"])
