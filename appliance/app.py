@@ -262,7 +262,7 @@ class App:
             "sip_registration": dict(getattr(self.telephony, "registration", {"state": "none"})),
             "flows": sorted(self.flowset.flows) if self.flowset else [],
             "firstboot": read_firstboot_status(),
-            "image": update.running(),
+            "image": self._image(),
         }
 
     async def run(self) -> int:
@@ -322,6 +322,14 @@ class App:
         return 0
 
     # ------------------------------------------------------------------------------------ running
+
+    @staticmethod
+    def _image() -> dict[str, Any]:
+        """/healthz's image part; never an exception (a 500 would fail the update check and roll the box back)."""
+        try:
+            return update.running()
+        except Exception as exc:  # noqa: BLE001 - health must answer
+            return {"error": str(exc)}
 
     def _warm_queue_phrases(self) -> None:
         """Render the queue announcements of every language a neural voice speaks, in a background thread at

@@ -119,10 +119,16 @@ def efi_string(path: Path) -> str | None:
     return raw.decode("utf-16-le", errors="replace").split("\0", 1)[0] or None
 
 
-def on_trial(box: Box) -> bool:
-    """The running version booted from an entry with a boot counter that has not been blessed (renamed) yet."""
+def on_trial(box: Box) -> bool | None:
+    """The running version booted from an entry with a boot counter that has not been blessed (renamed) yet;
+    None when the ESP cannot be read (the service's own user: the ESP is root's, mode 0700)."""
     counted = efi_string(box.boot_count_var)  # "\loader\entries\registratura-V+2-1.conf"
-    return bool(counted) and (box.esp / counted.replace("\\", "/").lstrip("/")).exists()
+    if not counted:
+        return False
+    try:
+        return (box.esp / counted.replace("\\", "/").lstrip("/")).exists()
+    except PermissionError:
+        return None
 
 
 def image_version(box: Box) -> str:
@@ -201,7 +207,7 @@ def apply(bundle: Path, box: Box = Box(), say: Callable[[str], None] = print, tr
     if current is None:
         raise UpdateError("this system was not booted from an A/B root (no root=PARTLABEL=registratura-root-a|b "
                           "on the kernel command line): re-flash it with an A/B image", code="E802")
-    if on_trial(box):
+    if on_trial(box) is not False:
         raise UpdateError("the running version is itself on trial (not yet marked good): wait until `registratura "
                           "update status` says good, or reboot to fall back, before installing another",
                           code="E803")

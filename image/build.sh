@@ -1,7 +1,11 @@
 #!/bin/sh
 # Build the Registratura x86-64 appliance image with mkosi 14 (Debian 12) on a networked Debian 12 x86-64
 # machine. Usage:
-#   image/build.sh [--out DIR] [--pjsua2-wheel DIR] [--summary]   # --summary: stage + `mkosi summary`, no build
+#   image/build.sh [--out DIR] [--pjsua2-wheel DIR] [--models-dir DIR] [--summary]
+#   --summary: stage + `mkosi summary`, no build. --models-dir: speech models fetched beforehand on this networked
+#   machine (`registratura models fetch --models-dir DIR t-one-ru piper-ru-irina ...`), copied into the image's
+#   /var/lib/registratura/models and verified there against models/manifest.yaml (a mismatch fails the build);
+#   the prompts are rendered at build time with the voices the box will pick.
 # Steps: (1) the box's own pjsua2 wheel (tools/build_pjsua2.sh, 256 calls) unless --pjsua2-wheel gives one,
 # (2) a wheelhouse of the app and its dependencies (pip wheel), (3) a staging copy of image/mkosi with the
 # units, firewall, first-boot script and sources in mkosi.extra/, (4) mkosi build of the root tree (Debian
@@ -13,13 +17,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 out="${TMPDIR:-/var/tmp}/registratura-image"   # outside the repo: the sources are copied from it
 pj=""
+models=""
 summary=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out=$2; shift 2 ;;
         --pjsua2-wheel) pj=$2; shift 2 ;;
+        --models-dir) models=$(cd "$2" && pwd); shift 2 ;;
         --summary) summary=1; shift ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -32,6 +38,11 @@ stage="$out/stage"
 stage_mkosi "$repo" "$stage"   # image/mkosi copy + units, firewall, first-boot script, sources in mkosi.extra/
 extra="$stage/mkosi/mkosi.extra"
 app="$extra/opt/registratura"
+if [ -n "$models" ]; then
+    mkdir -p "$extra/var/lib/registratura/models"
+    cp -a "$models"/. "$extra/var/lib/registratura/models/"
+    echo "models: $(ls "$models" | tr '\n' ' ')from $models"
+fi
 
 if [ "$summary" = 1 ]; then
     cd "$stage/mkosi" && exec mkosi summary

@@ -176,3 +176,21 @@ def test_check_waits_for_healthz_200(codes, healthy):
         assert update.check(url, timeout=0.6, say=lambda _: None, poll=0.05) is healthy
     finally:
         server.shutdown()
+
+
+def test_the_service_user_cannot_read_the_esp_and_health_still_answers(tmp_path, monkeypatch):
+    """/efi is root's (0700): as the service user the trial state is unknown (None), never an exception, which
+    would turn /healthz into a 500 and roll a good version back; `apply` (root) refuses while it is unknown."""
+    box = _box(tmp_path)
+    _efi(box.boot_count_var, "\\loader\\entries\\registratura-2026.01.01.0000-aaaaaaa+2-1.conf")
+    real_exists = Path.exists
+
+    def exists(self: Path) -> bool:
+        if box.esp in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    assert update.running(box)["on_trial"] is None
+    with pytest.raises(UpdateError, match="on trial"):
+        update.apply(_bundle(tmp_path / "u.tar"), box, lambda _: None)
