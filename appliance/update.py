@@ -50,6 +50,7 @@ ENTRY_SELECTED_VAR = _LOADER_VARS / f"LoaderEntrySelected-{_LOADER_GUID}"
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._~^-]{0,63}$")
 _ENTRY = re.compile(rf"^{ENTRY_PREFIX}(?P<version>.+?)(\+(?P<left>\d+)(-(?P<done>\d+))?)?\.conf$")
 _CHUNK = 4 << 20
+_MACHINE_ID = re.compile(r"\bsystemd\.machine_id=([0-9a-f]{32})\b")
 
 
 class UpdateError(RegistraturaError):
@@ -63,6 +64,7 @@ class Box:
     esp: Path = Path("/efi")
     dev: Path = Path("/dev/disk/by-partlabel")
     cmdline: Path = Path("/proc/cmdline")
+    machine_id: Path = Path("/etc/machine-id")
     boot_count_var: Path = BOOT_COUNT_VAR
     entry_selected_var: Path = ENTRY_SELECTED_VAR
     image_info: Path = IMAGE_INFO
@@ -236,7 +238,7 @@ def apply(bundle: Path, box: Box = Box(), say: Callable[[str], None] = print, tr
                 raise UpdateError(f"{bundle}: {name} does not match its SHA256SUMS line: a damaged copy",
                                   code="E805")
         extra = _read(tar, members["cmdline"]).decode().strip()
-        if "root=" in extra or "\n" in extra:
+        if "root=" in extra or "machine_id=" in extra or "\n" in extra:
             raise UpdateError(f"{bundle}: cmdline may not name the root (the box picks the slot)", code="E801")
         if members["root.img"].size > _partition_size(part):
             raise UpdateError(f"root.img ({members['root.img'].size} bytes) is larger than {part}", code="E806")
@@ -270,7 +272,8 @@ def apply(bundle: Path, box: Box = Box(), say: Callable[[str], None] = print, tr
     entry = box.entries / f"{ENTRY_PREFIX}{version}+{tries}.conf"
     text = (f"title Registratura {version}\nsort-key registratura\nversion {version}\n"
             f"linux /{OS_DIR}/{version}/vmlinuz\ninitrd /{OS_DIR}/{version}/initrd.img\n"
-            f"options root=PARTLABEL={PART_PREFIX}{target} rootfstype=squashfs ro panic=10 {extra}\n")
+            f"options root=PARTLABEL={PART_PREFIX}{target} rootfstype=squashfs ro panic=10 {extra}"
+            f"{_machine_id_option(box)}\n")
     tmp = entry.with_name(f".{entry.name}.part")
     tmp.write_text(text)
     with tmp.open("rb") as f:
@@ -299,3 +302,43 @@ def check(url: str, timeout: float, say: Callable[[str], None] = print, poll: fl
             say(f"{url}: not healthy after {timeout:.0f} s ({last}): this version is not marked good")
             return False
         time.sleep(poll)
+
+
+# ------------------------------------------------------------------------------------------ machine id
+# The root is read-only, so systemd makes up a new /etc/machine-id at every boot: the journal starts a new
+# directory (`journalctl -b -1` finds nothing) and networkd's DHCP client id changes (a new lease, maybe a new
+# address). The box keeps the id of its first boot on the kernel command line instead: every boot entry gets
+# `systemd.machine_id=` (registratura-machine-id.service on a boot without it; `apply` copies it to new entries).
+
+
+def _machine_id_option(box: Box) -> str:
+    try:
+        m = _MACHINE_ID.search(box.cmdline.read_text())
+    except OSError:
+        return ""
+    return f" systemd.machine_id={m.group(1)}" if m else ""
+
+
+def pin_machine_id(box: Box = Box(), say: Callable[[str], None] = print) -> list[Path]:
+    """Add ``systemd.machine_id=<this boot's id>`` to every boot entry without one; the entries changed."""
+    machine_id = box.machine_id.read_text().strip()
+    if not re.fullmatch(r"[0-9a-f]{32}", machine_id):
+        raise UpdateError(f"{box.machine_id}: {machine_id!r} is not a machine id", code="E807")
+    changed = []
+    for e in entries(box):
+        text = e.path.read_text()
+        if _MACHINE_ID.search(text):
+            continue
+        lines = [f"{ln} systemd.machine_id={machine_id}" if ln.startswith("options ") else ln
+                 for ln in text.splitlines()]
+        tmp = e.path.with_name(f".{e.path.name}.part")
+        tmp.write_text("\n".join(lines) + "\n")
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, e.path)  # same name: a boot counter in it stays as systemd-boot left it
+        changed.append(e.path)
+    if changed:
+        fsync_dir(box.entries)
+        say(f"machine id {machine_id} kept on the kernel command line of {len(changed)} boot entr"
+            f"{'y' if len(changed) == 1 else 'ies'}: the journal and the DHCP client id survive reboots")
+    return changed

@@ -24,6 +24,8 @@ def add_update_parser(subparsers: Any, load_settings: SettingsLoader) -> argpars
     st.add_argument("--json", action="store_true")
     ap = sub.add_parser("apply", help="install BUNDLE (registratura-x86_64-VERSION.update.tar) into the other slot")
     ap.add_argument("bundle", type=Path)
+    sub.add_parser("pin-machine-id", help="keep this boot's machine id on every boot entry's kernel command line "
+                                          "(registratura-machine-id.service)")
     ck = sub.add_parser("check", help="wait until /healthz answers 200 (exit 1 after --timeout seconds)")
     ck.add_argument("--url", help="default: the settings' metrics.listen, else http://127.0.0.1:9310/healthz")
     ck.add_argument("--timeout", type=float, default=300.0)
@@ -41,6 +43,9 @@ def add_update_parser(subparsers: Any, load_settings: SettingsLoader) -> argpars
             return 0
         if args.update_cmd == "apply":
             update.apply(args.bundle)
+            return 0
+        if args.update_cmd == "pin-machine-id":
+            update.pin_machine_id()
             return 0
         return 0 if update.check(args.url or _health_url(args, load_settings), args.timeout) else 1
 

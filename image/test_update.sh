@@ -127,6 +127,7 @@ else
     fail "first boot: no /healthz 200 within $limit s"; tail -20 "$work/serial.log"; exit 1
 fi
 guest true && pass "ssh: the key from firstboot: ssh_keys logs in as root" || { fail "ssh: no login with the key"; exit 1; }
+mid=$(guest cat /etc/machine-id)
 
 # ----------------------------------------------------------------------------------------- good update
 t0=$(now)
@@ -146,6 +147,11 @@ if state=$(healthy); then
 else
     fail "after reboot: no /healthz 200"
 fi
+[ "$(guest cat /etc/machine-id)" = "$mid" ] && pass "machine id $mid kept across the reboot (registratura-machine-id.service)" \
+    || fail "machine id changed across the reboot: $mid -> $(guest cat /etc/machine-id)"
+prev=$(guest journalctl -b -1 -q -u registratura-firstboot -o cat 2>/dev/null | grep -c "settings applied")
+[ "${prev:-0}" -ge 1 ] && pass "journalctl -b -1 shows the previous boot (first boot's 'settings applied')" \
+    || fail "journalctl -b -1 does not show the previous boot"
 blessed=""
 for _ in $(seq 1 40); do
     st=$(entry_state 9000.0-good); [ "$st" = good ] && { blessed=1; break; }; sleep 3
@@ -175,6 +181,8 @@ fi
 [ "$(entry_state 9001.0-bad)" = "bad (fell back)" ] && pass "update status: 9001.0-bad is 'bad (fell back)'" \
     || fail "update status: 9001.0-bad is '$(entry_state 9001.0-bad)'"
 guest /opt/registratura/venv/bin/registratura update status > "$work/status.txt" 2>&1 && sed 's/^/INFO /' "$work/status.txt"
+[ "$(guest cat /etc/machine-id)" = "$mid" ] && pass "machine id still $mid after the fallback" \
+    || fail "machine id changed after the fallback"
 
 qemu_monitor "$work/monitor.sock" system_powerdown 2>/dev/null
 for _ in $(seq 1 120); do kill -0 "$qemu" 2>/dev/null || break; sleep 1; done

@@ -36,8 +36,10 @@ def _box(tmp_path: Path, slot: str = "a", version: str = "2026.01.01.0000-aaaaaa
         f"options root=PARTLABEL=registratura-root-{slot} rootfstype=squashfs ro panic=10\n")
     (tmp_path / "cmdline").write_text(f"root=PARTLABEL=registratura-root-{slot} rootfstype=squashfs ro quiet\n")
     (tmp_path / "IMAGE-INFO.json").write_text(json.dumps({"image_version": version}))
+    (tmp_path / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
     return Box(esp=esp, dev=dev, cmdline=tmp_path / "cmdline", boot_count_var=tmp_path / "LoaderBootCountPath",
-               entry_selected_var=tmp_path / "LoaderEntrySelected", image_info=tmp_path / "IMAGE-INFO.json")
+               entry_selected_var=tmp_path / "LoaderEntrySelected", image_info=tmp_path / "IMAGE-INFO.json",
+               machine_id=tmp_path / "machine-id")
 
 
 def _efi(path: Path, text: str) -> None:
@@ -194,3 +196,25 @@ def test_the_service_user_cannot_read_the_esp_and_health_still_answers(tmp_path,
     assert update.running(box)["on_trial"] is None
     with pytest.raises(UpdateError, match="on trial"):
         update.apply(_bundle(tmp_path / "u.tar"), box, lambda _: None)
+
+
+def test_the_first_boots_machine_id_is_kept_on_every_entry_and_carried_to_updates(tmp_path):
+    """A read-only root gets a new machine id every boot (new journal directory, new DHCP client id) unless the
+    kernel command line names one: every entry gets this boot's, once; an update's entry gets the running one."""
+    box = _box(tmp_path)
+    trial = box.entries / "registratura-2026.02.01.0000-bbbbbbb+2-1.conf"
+    trial.write_text("title x\noptions root=PARTLABEL=registratura-root-b ro panic=10\n")
+    changed = update.pin_machine_id(box, lambda _: None)
+    assert sorted(p.name for p in changed) == ["registratura-2026.01.01.0000-aaaaaaa.conf", trial.name]
+    assert trial.read_text() == ("title x\noptions root=PARTLABEL=registratura-root-b ro panic=10 "
+                                 "systemd.machine_id=0123456789abcdef0123456789abcdef\n")
+    assert update.pin_machine_id(box, lambda _: None) == []  # once
+    (box.machine_id).write_text("not an id\n")
+    with pytest.raises(UpdateError, match="not a machine id"):
+        update.pin_machine_id(box, lambda _: None)
+
+    trial.unlink()
+    pinned = "systemd.machine_id=0123456789abcdef0123456789abcdef"
+    box.cmdline.write_text(f"root=PARTLABEL=registratura-root-a ro {pinned}\n")
+    entry = update.apply(_bundle(tmp_path / "u.tar"), box, lambda _: None)
+    assert entry.path.read_text().rstrip().endswith(f"console=ttyS0,115200 {pinned}")
