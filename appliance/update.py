@@ -312,11 +312,13 @@ def check(url: str, timeout: float, say: Callable[[str], None] = print, poll: fl
 
 
 def _machine_id_option(box: Box) -> str:
+    """This boot's machine id for a new entry: the one systemd runs with (pinned or, on the first boot, the one
+    registratura-machine-id.service is pinning on the other entries)."""
     try:
-        m = _MACHINE_ID.search(box.cmdline.read_text())
+        machine_id = box.machine_id.read_text().strip()
     except OSError:
         return ""
-    return f" systemd.machine_id={m.group(1)}" if m else ""
+    return f" systemd.machine_id={machine_id}" if re.fullmatch(r"[0-9a-f]{32}", machine_id) else ""
 
 
 def pin_machine_id(box: Box = Box(), say: Callable[[str], None] = print) -> list[Path]:

@@ -214,7 +214,8 @@ def test_the_first_boots_machine_id_is_kept_on_every_entry_and_carried_to_update
         update.pin_machine_id(box, lambda _: None)
 
     trial.unlink()
-    pinned = "systemd.machine_id=0123456789abcdef0123456789abcdef"
-    box.cmdline.write_text(f"root=PARTLABEL=registratura-root-a ro {pinned}\n")
+    # Installed during that first boot (its command line has no id yet): the new entry gets the running id too.
+    box.machine_id.write_text("0123456789abcdef0123456789abcdef\n")
     entry = update.apply(_bundle(tmp_path / "u.tar"), box, lambda _: None)
-    assert entry.path.read_text().rstrip().endswith(f"console=ttyS0,115200 {pinned}")
+    assert entry.path.read_text().rstrip().endswith(
+        "console=ttyS0,115200 systemd.machine_id=0123456789abcdef0123456789abcdef")
