@@ -83,9 +83,9 @@ def best_match(haystack: np.ndarray, needle: np.ndarray) -> tuple[float, float]:
 
 class WebhookServer:
     """A clinic's security endpoint on loopback: records each POST (content type and JSON body); ``delay`` and
-    ``status`` make it slow or failing."""
+    ``status`` make it slow or failing (a list: the status of the 1st, 2nd, ... POST, the last one repeating)."""
 
-    def __init__(self, delay: float = 0.0, status: int = 200) -> None:
+    def __init__(self, delay: float = 0.0, status: int | list[int] = 200) -> None:
         import json
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -100,8 +100,9 @@ class WebhookServer:
                 hook.received.append({"type": self.headers["Content-Type"], "body": json.loads(body)})
                 hook.got.set()
                 time.sleep(delay)
+                answer = status if isinstance(status, int) else status[min(len(hook.received), len(status)) - 1]
                 try:
-                    self.send_response(status)
+                    self.send_response(answer)
                     self.end_headers()
                 except OSError:  # the box gave up waiting
                     pass

@@ -49,6 +49,12 @@ def store(tmp_path: Path) -> Store:
     s.close()
 
 
+@pytest.fixture(autouse=True)
+def _quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The webhook tries again after 2 s and 10 s in the box; here after 0.1 s."""
+    monkeypatch.setattr(webhook, "RETRY_DELAYS", (0.1, 0.1))
+
+
 def _security(tmp_path: Path, **security: Any) -> Any:
     return settings_from_mapping({"data_dir": str(tmp_path / "data"), "security": security}, tmp_path).security
 
@@ -153,20 +159,24 @@ def test_threat_webhook_gets_the_full_number_after_the_store(store: Store, tmp_p
     assert ("threat", "webhook delivered (HTTP 200)") in session.notes
 
 
-@pytest.mark.parametrize(("delay", "status", "outcome"), [
-    (0.0, 500, "webhook failed: HTTP Error 500"),
-    (3.0, 200, "webhook failed: timed out"),
+@pytest.mark.parametrize(("delay", "status", "outcome", "posts"), [
+    (0.0, 500, "webhook failed: HTTP Error 500: Internal Server Error (after 3 tries)", 3),
+    (3.0, 200, "webhook failed: timed out (after 3 tries)", 3),
+    (0.0, 404, "webhook failed: HTTP Error 404: Not Found", 1),  # a wrong address or token: no point retrying
+    (0.0, [503, 200], "webhook delivered (HTTP 200) on try 2", 2),  # the endpoint was restarting
 ])
 def test_a_failing_or_slow_webhook_loses_nothing_and_delays_nothing(store: Store, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch,
-                                                                    delay: float, status: int, outcome: str) -> None:
+                                                                    monkeypatch: pytest.MonkeyPatch, delay: float,
+                                                                    status: int | list[int], outcome: str,
+                                                                    posts: int) -> None:
     monkeypatch.setattr(webhook, "TIMEOUT", 0.5)
     hook = WebhookServer(delay=delay, status=status)
     try:
         session, took = asyncio.run(_threat(store, _security(tmp_path, threat_webhook=hook.url)))
     finally:
         hook.close()
-    assert hook.got.is_set()
+    assert len(hook.received) == posts
+    assert all(r["body"] == hook.received[0]["body"] for r in hook.received)  # the same alert each try
     assert took < 0.3  # the call's event handling never waits for the endpoint
     assert store.is_held(session.record_id)  # stored before the POST: durable first
     [mark_at] = store.mark_times(CALLER, "threat", 0)
