@@ -219,3 +219,28 @@ def test_the_first_boots_machine_id_is_kept_on_every_entry_and_carried_to_update
     entry = update.apply(_bundle(tmp_path / "u.tar"), box, lambda _: None)
     assert entry.path.read_text().rstrip().endswith(
         "console=ttyS0,115200 systemd.machine_id=0123456789abcdef0123456789abcdef")
+
+
+def test_the_update_units_are_valid_and_enabled_in_the_image(tmp_path):
+    import shutil
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    names = ("registratura-update-check.service", "registratura-machine-id.service")
+    for name in names:
+        unit = (repo / "systemd" / name).read_text()
+        assert "ExecStart=/opt/registratura/venv/bin/registratura " in unit
+        (tmp_path / name).write_text(unit.replace("/opt/registratura/venv/bin/registratura", "/bin/true"))
+    check = (repo / "systemd" / names[0]).read_text().splitlines()
+    # Only a trial boot is checked, a failed check reboots (systemd-boot counts the try), success lets
+    # systemd-bless-boot mark the entry good.
+    assert f"ConditionPathExists={update.BOOT_COUNT_VAR}" in check
+    assert {"FailureAction=reboot", "Before=boot-complete.target", "RequiredBy=boot-complete.target"} <= set(check)
+    if shutil.which("systemd-analyze"):
+        done = subprocess.run(["systemd-analyze", "verify", "--man=no", *(str(tmp_path / n) for n in names)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    postinst = (repo / "image" / "mkosi" / "mkosi.postinst").read_text()
+    loop = postinst[postinst.index("for unit in registratura.service"):]
+    assert all(n in loop[:loop.index("; do")] for n in names)
+    assert "systemd-boot\n" in (repo / "image" / "mkosi" / "mkosi.default").read_text()  # systemd-bless-boot
