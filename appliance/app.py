@@ -280,6 +280,7 @@ class App:
             self.prompts.renderers = self.speech.prompt_renderers()
         rendered, cached = await loop.run_in_executor(None, self.prompts.render_all)
         _LOGGER.info("prompts ready: %d rendered, %d cached", rendered, cached)
+        await loop.run_in_executor(None, self._render_queue_phrases)
         self._start_metrics()
         # Built after the speech engines: its StackConfig takes their VAD factory and whether utterances are cut
         # for the recogniser (built earlier, calls get the energy VAD and spoken answers are never decoded).
@@ -293,7 +294,6 @@ class App:
             self.queues = QueueService(self.settings, self.telephony, self.writer, self.prompts,
                                        language=self.settings.clinic.language)
             self.queues.start()
-            self._warm_queue_phrases()
         info = self.telephony.info
         metrics.SIP_CALL_CAPACITY.set(info.capacity)
         metrics.STACK_INFO.info({"library": info.library, "build": info.build, "capacity": str(info.capacity)})
@@ -331,33 +331,26 @@ class App:
         except Exception as exc:  # noqa: BLE001 - health must answer
             return {"error": str(exc)}
 
-    def _warm_queue_phrases(self) -> None:
-        """Render the queue announcements of every language a neural voice speaks, in a background thread at
-        low priority: such a voice takes ~0.2 s per phrase (espeak-ng ~20 ms, rendered when needed), so a cache
-        that is cold (a new voice, or no ``prompts render`` at image build) would otherwise delay a caller's
-        announcement. Calls are served meanwhile; a phrase a call needs first is rendered once (per-file lock)."""
+    def _render_queue_phrases(self) -> None:
+        """Render the queue announcements of every language a neural voice speaks, before the box takes calls:
+        such a voice takes ~0.2 s per phrase (espeak-ng ~20 ms, rendered when needed), so a cold cache (a new
+        voice, or no ``prompts render`` at image build) would otherwise delay a caller's announcement. Not in a
+        background thread beside live calls: its Python work holds the GIL that the media thread's VAD taps
+        need every 20 ms, and a SIP test heard the greeting broken up while it ran. Cached after the first start."""
         from appliance.speech.base import base_language
         from appliance.speech.phrases import queue_phrases
 
         langs = sorted(lang for lang in self.prompts.catalog if base_language(lang) in self.prompts.renderers)
-        if not langs:
+        if not langs or not self.settings.queues:
             return
-
-        def warm() -> None:
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # this thread only (Linux)
-            except OSError:
-                pass
-            started = time.monotonic()
-            try:
-                rendered, _ = self.prompts.render_texts({lang: queue_phrases(lang) for lang in langs}, workers=1)
-            except Exception as exc:  # noqa: BLE001 - a phrase that fails here is rendered (or fails) when needed
-                _LOGGER.warning("queue phrases (%s): not rendered ahead: %s", ", ".join(langs), exc)
-                return
-            _LOGGER.info("queue phrases (%s): %d rendered ahead in %.1f s, the rest were cached",
-                         ", ".join(langs), rendered, time.monotonic() - started)
-
-        threading.Thread(target=warm, name="phrase-warm", daemon=True).start()
+        started = time.monotonic()
+        try:
+            rendered, cached = self.prompts.render_texts({lang: queue_phrases(lang) for lang in langs})
+        except Exception as exc:  # noqa: BLE001 - a phrase that fails here is rendered (or fails) when needed
+            _LOGGER.warning("queue phrases (%s): not rendered ahead: %s", ", ".join(langs), exc)
+            return
+        _LOGGER.info("queue phrases (%s): %d rendered ahead in %.1f s, %d cached", ", ".join(langs), rendered,
+                     time.monotonic() - started, cached)
 
     def stop(self) -> None:
         if not self.stopping.is_set():
