@@ -59,7 +59,9 @@ def test_pjsua2_caller_hears_greeting_and_digits_arrive(box, phone, loop_thread,
     _, prompt = read_wav(_prompt_file(box, first_play))
     assert rate == 8000
     assert rms(audio[: rate * 3]) > 300, "the caller heard silence"
-    corr, lag = best_match(audio[: rate * 4], prompt[: rate * 2])
+    # The greeting's first 0.6 s: the caller's adaptive jitter buffer may drop or add a 10 ms frame in a pause
+    # between words (seen in CI at 1.0 s into the greeting: corr 0.76 over 2 s, 1.000 on each side of the slip).
+    corr, lag = best_match(audio[: rate * 4], prompt[: int(rate * 0.6)])
     assert corr > 0.9, f"heard audio does not match prompt {first_play} (corr {corr:.2f})"
     assert lag < rate * 0.5, "the greeting started late"
 
