@@ -335,8 +335,8 @@ class App:
         """Render the queue announcements of every language a neural voice speaks, before the box takes calls:
         such a voice takes ~0.2 s per phrase (espeak-ng ~20 ms, rendered when needed), so a cold cache (a new
         voice, or no ``prompts render`` at image build) would otherwise delay a caller's announcement. Not in a
-        background thread beside live calls: its Python work holds the GIL that the media thread's VAD taps
-        need every 20 ms, and a SIP test heard the greeting broken up while it ran. Cached after the first start."""
+        background thread beside live calls: its Python work would compete for the GIL with the media thread's
+        Python VAD taps, which must run every 20 ms. Cached after the first start."""
         from appliance.speech.base import base_language
         from appliance.speech.phrases import queue_phrases
 
