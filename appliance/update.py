@@ -50,7 +50,9 @@ ENTRY_SELECTED_VAR = _LOADER_VARS / f"LoaderEntrySelected-{_LOADER_GUID}"
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._~^-]{0,63}$")
 _ENTRY = re.compile(rf"^{ENTRY_PREFIX}(?P<version>.+?)(\+(?P<left>\d+)(-(?P<done>\d+))?)?\.conf$")
 _CHUNK = 4 << 20
+_ROOT_SLOT = re.compile(rf"\broot=PARTLABEL={PART_PREFIX}([ab])\b")
 _MACHINE_ID = re.compile(r"\bsystemd\.machine_id=([0-9a-f]{32})\b")
+_MACHINE_ID_VALUE = re.compile(r"[0-9a-f]{32}")
 
 
 class UpdateError(RegistraturaError):
@@ -95,7 +97,7 @@ def running_slot(box: Box) -> str | None:
         cmdline = box.cmdline.read_text()
     except OSError:
         return None
-    m = re.search(rf"\broot=PARTLABEL={PART_PREFIX}([ab])\b", cmdline)
+    m = _ROOT_SLOT.search(cmdline)
     return m.group(1) if m else None
 
 
@@ -106,7 +108,7 @@ def entries(box: Box) -> list[Entry]:
         if not m:
             continue
         text = path.read_text(errors="replace")
-        slot = re.search(rf"\broot=PARTLABEL={PART_PREFIX}([ab])\b", text)
+        slot = _ROOT_SLOT.search(text)
         out.append(Entry(path, m["version"], slot.group(1) if slot else None,
                          int(m["left"]) if m["left"] is not None else None, int(m["done"] or 0)))
     return out
@@ -155,14 +157,6 @@ def status(box: Box) -> dict[str, object]:
     return {"version": image_version(box), "slot": running_slot(box), "on_trial": on_trial(box),
             "entries": [{"version": e.version, "slot": e.slot, "state": e.state, "file": e.path.name}
                         for e in entries(box)]}
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _members(bundle: Path) -> tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]:
@@ -318,13 +312,13 @@ def _machine_id_option(box: Box) -> str:
         machine_id = box.machine_id.read_text().strip()
     except OSError:
         return ""
-    return f" systemd.machine_id={machine_id}" if re.fullmatch(r"[0-9a-f]{32}", machine_id) else ""
+    return f" systemd.machine_id={machine_id}" if _MACHINE_ID_VALUE.fullmatch(machine_id) else ""
 
 
 def pin_machine_id(box: Box = Box(), say: Callable[[str], None] = print) -> list[Path]:
     """Add ``systemd.machine_id=<this boot's id>`` to every boot entry without one; the entries changed."""
     machine_id = box.machine_id.read_text().strip()
-    if not re.fullmatch(r"[0-9a-f]{32}", machine_id):
+    if not _MACHINE_ID_VALUE.fullmatch(machine_id):
         raise UpdateError(f"{box.machine_id}: {machine_id!r} is not a machine id", code="E807")
     changed = []
     for e in entries(box):
