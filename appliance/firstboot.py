@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from appliance.errors import ConfigError, RegistraturaError, located
-from appliance.fsutil import fsync_dir
+from appliance.fsutil import replace_file
 
 SETTINGS_NAME = "registratura.yaml"
 NETWORK_NAME = "network.yaml"
@@ -247,20 +247,7 @@ def render_timesyncd(plan: NetworkPlan) -> str:
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o644, group: str | None = None) -> None:
     """Write beside, fsync, set owner and mode, rename over: a power cut leaves the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _owner(Path(tmp), mode, group))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    replace_file(path, data, prepare=lambda tmp: os.chmod(tmp, _owner(tmp, mode, group)))
 
 
 def _owner(path: Path, mode: int, group: str | None) -> int:

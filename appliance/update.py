@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import RegistraturaError
-from appliance.fsutil import fsync_dir
+from appliance.fsutil import fsync_dir, replace_file
 
 SLOTS = ("a", "b")
 PART_PREFIX = "registratura-root-"
@@ -268,12 +268,7 @@ def apply(bundle: Path, box: Box = Box(), say: Callable[[str], None] = print, tr
             f"linux /{OS_DIR}/{version}/vmlinuz\ninitrd /{OS_DIR}/{version}/initrd.img\n"
             f"options root=PARTLABEL={PART_PREFIX}{target} rootfstype=squashfs ro panic=10 {extra}"
             f"{_machine_id_option(box)}\n")
-    tmp = entry.with_name(f".{entry.name}.part")
-    tmp.write_text(text)
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, entry)
-    fsync_dir(box.entries)
+    replace_file(entry, text)
     say(f"installed {version} in slot {target} as {entry.name}: reboot to try it. It has {tries} tries to answer "
         "/healthz; otherwise the box boots the current version again.")
     return next(e for e in entries(box) if e.path == entry)
@@ -327,14 +322,10 @@ def pin_machine_id(box: Box = Box(), say: Callable[[str], None] = print) -> list
             continue
         lines = [f"{ln} systemd.machine_id={machine_id}" if ln.startswith("options ") else ln
                  for ln in text.splitlines()]
-        tmp = e.path.with_name(f".{e.path.name}.part")
-        tmp.write_text("\n".join(lines) + "\n")
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, e.path)  # same name: a boot counter in it stays as systemd-boot left it
+        # same name: a boot counter in it stays as systemd-boot left it
+        replace_file(e.path, "\n".join(lines) + "\n")
         changed.append(e.path)
     if changed:
-        fsync_dir(box.entries)
         say(f"machine id {machine_id} kept on the kernel command line of {len(changed)} boot entr"
             f"{'y' if len(changed) == 1 else 'ies'}: the journal and the DHCP client id survive reboots")
     return changed
