@@ -55,7 +55,8 @@ class TimerFired:
 @dataclass(frozen=True, slots=True)
 class SpeechHeard:
     """Caller speech recognised (speech issue). ``text`` is a transcript, lowercase. ``spotted``: at a menu,
-    when the words name no option, the (option key, keyword) the recogniser's scores fit (``speech.ctc``)."""
+    when the words name no option, the (option key, keyword) the recogniser's scores fit (``speech.ctc``); at a
+    read-back, when the words are neither yes nor no, ("yes" | "no", phrase) the same way."""
 
     call_id: str
     text: str

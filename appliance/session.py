@@ -265,15 +265,25 @@ class CallSession:
         await self._note("speech", f"{node.id}: heard {what} ({heard.confidence:.2f}, {heard.audio_seconds:.1f} s "
                                    f"of audio, {heard.decode_seconds * 1000:.0f} ms{where})")
         if not heard.empty and not self.ended:
-            spotted = await self._spot(node, heard.text, event) if isinstance(node, MenuNode) else None
+            spotted = await self._spot(node, heard.text, event)
             await self._step(ev.SpeechHeard(self.call_id, heard.text, heard.confidence, spotted))
 
-    async def _spot(self, node: MenuNode, text: str, event: ev.Utterance) -> tuple[str, str] | None:
-        """For a menu answer whose words name no option: the option the recogniser's scores fit, if one fits
-        clearly (a second pass of the model, so only for these answers; recognisers without scores give None)."""
+    async def _spot(self, node: MenuNode | AskNode, text: str, event: ev.Utterance) -> tuple[str, str] | None:
+        """For a menu answer whose words name no option, or a read-back's answer that is neither yes nor no and
+        holds no number: the option ("yes" / "no" at a read-back) the recogniser's scores fit, if one fits clearly
+        (a second pass of the model, so only for these answers; recognisers without scores give None)."""
         spot = getattr(self.deps.asr, "spot", None)
-        options = [(o.key, o.keywords) for o in node.options]
-        if spot is None or keywords.choose(text, options) is not None:
+        if spot is None:
+            return None
+        if isinstance(node, MenuNode):
+            options = [(o.key, o.keywords) for o in node.options]
+            if keywords.choose(text, options) is not None:
+                return None
+        elif getattr(self.state, "phase", "") == "confirm" and node.input != "speech":
+            if keywords.yes_no(text) is not None or numbers_ru.parse_digits(text):
+                return None
+            options = [(key, list(phrases)) for key, phrases in keywords.YES_NO_PHRASES]
+        else:
             return None
         loop = asyncio.get_running_loop()
         try:

@@ -461,7 +461,7 @@ def _on_speech(run: _Run, state: CallState, event: SpeechHeard) -> CallState:
     said as numbers ("восемь девятьсот шестнадцать...") and, at its read-back, "да" / "нет"."""
     flow, node = _node(run, state)
     if isinstance(node, AskNode):
-        return _ask_speech(run, state, flow, node, event.text)
+        return _ask_speech(run, state, flow, node, event.text, event.spotted)
     if not isinstance(node, MenuNode):
         return state
     found = keywords.choose(event.text, ((o.key, o.keywords) for o in node.options))
@@ -476,7 +476,8 @@ def _on_speech(run: _Run, state: CallState, event: SpeechHeard) -> CallState:
     return _menu_choice(run, state, flow, node, key, via=f" (speech: {phrase})")
 
 
-def _ask_speech(run: _Run, state: CallState, flow: Flow, node: AskNode, text: str) -> CallState:
+def _ask_speech(run: _Run, state: CallState, flow: Flow, node: AskNode, text: str,
+                spotted: tuple[str, str] | None = None) -> CallState:
     if node.input == "speech":  # free words: kept as said (the session keeps the audio too)
         text = " ".join(text.split())
         state = _cancel_timer(run, _stop(run, state), NO_INPUT)
@@ -485,6 +486,9 @@ def _ask_speech(run: _Run, state: CallState, flow: Flow, node: AskNode, text: st
         return _next(run, state, node.next)
     if state.phase == "confirm":
         answer = keywords.yes_no(text)
+        if answer is None and spotted is not None and spotted[0] in ("yes", "no"):
+            answer = spotted[0] == "yes"  # the words slipped ("адверно"); the model's scores fit a yes or a no
+            run.emit(Note("speech", f"{node.id}: taken as {spotted[0]} (≈{spotted[1]})"))
         if answer is None:
             return state if state.playing else _retry(run, state, flow, node, "invalid")
         state = _cancel_timer(run, _stop(run, state), NO_INPUT)

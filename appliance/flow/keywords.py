@@ -108,6 +108,10 @@ def choose(text: str, options: Iterable[tuple[str, Iterable[str]]]) -> tuple[str
 
 _YES = {"да", "верно", "правильно", "конечно", "ага", "угу", "точно", "yes", "yeah", "correct", "right"}
 _NO = {"нет", "неверно", "неправильно", "не", "no", "wrong"}
+# What a read-back's answer is spotted against in a CTC model's scores when its transcript is neither (the
+# session's ``_spot``): each a ("yes" | "no", phrases) option, as a menu's options are.
+YES_NO_PHRASES = (("yes", ("да", "да верно", "верно", "да да", "правильно", "конечно")),
+                  ("no", ("нет", "неверно", "нет нет", "неправильно", "не так")))
 
 
 def _run_together(letters: str) -> list[str] | None:
@@ -146,7 +150,13 @@ def yes_no(text: str) -> bool | None:
     """True for "да" / "верно", False for "нет" / "неверно" ("не так" counts as no), None when unclear.
     A small letter recogniser often writes two quick words as one ("даверно"): such a run counts as its words;
     a long yes/no word with one letter wrong counts as that word."""
-    heard = set(words(text))
+    heard: set[str] = set()
+    said = words(text)
+    while said:  # "не правильно" / "не верно" written apart is one no, not a "не" and a yes
+        word = said.pop(0)
+        if word == "не" and said and f"не{said[0]}" in _NO:
+            word = f"не{said.pop(0)}"
+        heard.add(word)
     for word in list(heard - _YES - _NO):
         heard.update(_run_together(word) or ())
         if (near := _near_yes_no(word)) is not None:

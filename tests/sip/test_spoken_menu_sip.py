@@ -110,9 +110,10 @@ def test_a_spoken_phone_number_is_stored_for_the_callback(make_box, phone, loop_
     speech = _kinds(call, "speech")
     assert "callback_number: 11 digits spoken" in " ".join(speech)
     assert not [d for d in speech if "девятьсот" in d], speech  # the number's words are personal data: not kept
-    # The read-back's answer is kept with the call and was a yes ("да, верно" may come out as "аверно" or "верно").
+    # The read-back's answer is kept with the call and was a yes as the box judges it: by its words ("да, верно"
+    # may come out as "аверно"), or, when they are neither yes nor no ("адверно"), by the model's scores.
     answers = [d.split("'")[1] for d in speech if d.startswith("callback_number: heard '")]
-    assert answers and yes_no(answers[-1]) is True, speech
+    assert answers and (yes_no(answers[-1]) is True or speech[-1].startswith("callback_number: taken as yes")), speech
     store = Store(box.db_path, migrate=False)
     try:
         callbacks = store.callbacks()

@@ -298,6 +298,24 @@ def test_an_option_spotted_in_the_scores_chooses_when_the_words_name_none(tmp_pa
     assert Note("choice", "menu: 4 (speech: ≈прививка) -> info") in actions
 
 
+def test_a_read_back_answer_spotted_as_a_yes_or_a_no_counts_when_its_words_are_neither(tmp_path):
+    call = Call(ask_flow(tmp_path, "confirm: [you_entered, $digits, confirm_number]"))
+    call.done()
+    call.press("9161234567#")
+    call.done()
+    actions = call.send(SpeechHeard("c1", "даднерно", 0.6, spotted=("no", "нет")))  # scores fit a no: type again
+    assert Note("speech", "entry: taken as no (≈нет)") in actions
+    assert call.of(Play, actions)[0].prompts == ("callback_enter_number",)
+    call.done()
+    call.press("9031112233#")
+    call.done()
+    actions = call.send(SpeechHeard("c1", "адверно", 0.6))  # neither, nothing spotted: asked again
+    assert call.of(Play, actions)[0].prompts[0] == "number_invalid"
+    call.done()
+    call.send(SpeechHeard("c1", "адверно", 0.6, spotted=("yes", "да верно")))
+    assert call.state.vars["phone"] == "9031112233" and call.state.finished
+
+
 def test_words_that_name_an_option_win_over_what_the_scores_spotted(tmp_path):
     call = Call(make_flow(tmp_path, MENU))
     call.done()

@@ -151,3 +151,29 @@ def test_speech_that_answers_no_menu_is_not_sent_down_a_branch(asr, tmp_path):
     chosen = [(text, key) for i, text in enumerate(NOT_ANSWERS)
               if (key := _decide(asr, _call_audio(text, ("ru+m7", "ru+f5")[i % 2], tmp_path), options))]
     assert len(chosen) <= 1, chosen
+
+
+# A read-back's answer ("you entered ... is that right?"), said in held-out voices at a brisk pace: decided as the
+# box decides it, the words first (keywords.yes_no), then, for words that are neither, a yes or a no spotted in
+# the model's scores (the session's _spot with keywords.YES_NO_PHRASES).
+READ_BACK_ANSWERS = [("да, верно", True), ("да", True), ("верно", True), ("да, правильно", True),
+                     ("конечно", True), ("нет", False), ("нет, неверно", False), ("неправильно", False)]
+
+
+def test_read_back_answers_are_taken_as_yes_or_no_and_a_no_never_as_a_yes(asr):
+    from appliance.flow.keywords import YES_NO_PHRASES, yes_no
+    from appliance.speech.tts import float_to_pcm16, resample
+    from tools.asr_train import synth
+
+    got = []
+    for i, (text, want) in enumerate(READ_BACK_ANSWERS * 2):
+        voice, wpm = (("ru+m7", 195), ("ru+f5", 210), ("ru", 210))[i % 3]
+        pcm = float_to_pcm16(synth.ulaw_roundtrip(resample(synth.espeak(text, voice, wpm, 50), 16000, 8000)))
+        heard = asr.transcribe(pcm, 8000).text
+        answer = yes_no(heard)
+        if answer is None:
+            spotted = asr.spot(pcm, 8000, [(k, list(p)) for k, p in YES_NO_PHRASES])
+            answer = None if spotted is None else spotted.key == "yes"
+        got.append((text, voice, wpm, heard, answer, want))
+    assert not [g for g in got if g[4] is True and not g[5]], got  # a no is never taken as a yes
+    assert sum(g[4] == g[5] for g in got) >= len(got) - 1, got

@@ -13,7 +13,8 @@ def test_yes(text):
     assert yes_no(text) is True
 
 
-@pytest.mark.parametrize("text", ["нет", "неверно", "нет не так", "нетнет", "нет неправильно", "неверна"])
+@pytest.mark.parametrize("text", ["нет", "неверно", "нет не так", "нетнет", "нет неправильно", "неверна",
+                                  "не правильно", "не верно"])
 def test_no(text):
     assert yes_no(text) is False
 

@@ -145,7 +145,9 @@ def render(work: Path, note: str = "") -> str:
     kinds = collections.Counter(c["kind"].split(":")[0] for c in train)
     hours = sum(c["seconds"] for c in train) / 3600
     epochs, wall_s, stages = 0, 0.0, []
-    for stage in ("run", "run2", "run3"):  # train.sh --full: A from scratch, then B and C on from it
+    # train.sh --full: A (run) from scratch, then B (run2) and C (run3) on from it; a run continued by hand adds
+    # its extra stages as run<N><letter> directories, counted in name order
+    for stage in sorted(d.name for d in work.iterdir() if re.fullmatch(r"run\d*[a-z]?", d.name)):
         path = work / stage / "train.log"
         if path.is_file():
             lines = [x for x in path.read_text(encoding="utf-8").splitlines() if x.startswith("epoch ")]
