@@ -44,12 +44,28 @@ u_esp=$(uuid); u_root=$(uuid); u_root_b=$(uuid); u_var=$(uuid)
 # can rename the technician's files (*.applied / *.rejected) and updates can add boot entries.
 cat > "$tree/etc/fstab" <<EOF
 # Written by image/assemble.sh. Root: squashfs, read-only, slot a or b (root=PARTLABEL= in the boot entry).
-PARTLABEL=registratura-var  /var  ext4  defaults,noatime,commit=30  0  2
+PARTLABEL=registratura-var  /var  ext4  defaults,noatime,commit=30,x-systemd.growfs  0  2
 PARTLABEL=registratura-esp  /efi  vfat  umask=0077,shortname=winnt,flush,nofail,x-systemd.device-timeout=10s  0  2
 # The root is read-only: /tmp is memory (systemd also needs it to set up services' private /dev).
 tmpfs  /tmp  tmpfs  mode=1777,nosuid,nodev,size=256M  0  0
 EOF
 mkdir -p "$tree/efi"
+# /var takes the rest of the disk: the image is ~12 GB whatever card or SSD it is written to. systemd-repart
+# (Debian's systemd, run at every boot, a no-op once grown) grows partition 4 into the free space after it; the
+# root slots have no definition, so it never touches them. x-systemd.growfs (fstab above) then grows the mounted
+# ext4, after repart.
+mkdir -p "$tree/usr/lib/repart.d" "$tree/etc/systemd/system/systemd-growfs@var.service.d"
+cat > "$tree/usr/lib/repart.d/50-registratura-var.conf" <<EOF
+# Written by image/assemble.sh: grow /var (GPT partition "registratura-var") into the free space after it.
+[Partition]
+Type=var
+Label=registratura-var
+EOF
+cat > "$tree/etc/systemd/system/systemd-growfs@var.service.d/after-repart.conf" <<EOF
+# Written by image/assemble.sh: grow the file system after systemd-repart has grown the partition.
+[Unit]
+After=systemd-repart.service
+EOF
 
 # 2. root: everything but /var's contents (an empty /var is the mount point).
 echo "squashfs root..."

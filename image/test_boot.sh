@@ -1,7 +1,7 @@
 #!/bin/bash
 # Boot the built image under qemu (headless) and call it from the host with sipp.
 #   image/test_boot.sh [--arch x86_64|arm64] [--build] [--pjsua2-wheel DIR] [--image RAW] [--out DIR]
-#                      [--accel auto|kvm|tcg] [--keep] [--bad-settings]
+#                      [--accel auto|kvm|tcg] [--keep] [--bad-settings] [--grow SIZE|0]
 # x86_64 (default): UEFI/OVMF; --build runs image/build.sh first (timed), else the image in
 # /var/tmp/registratura-image is used. arm64: the Raspberry Pi image of image/build_arm64.sh
 # (/var/tmp/registratura-arm64) on qemu's `virt` machine (TCG, cortex-a72): the kernel, initramfs and
@@ -14,13 +14,15 @@
 # --bad-settings: the technician's file has an error (sip.max_calls: lots): first boot must reject it (console,
 # registratura.yaml.rejected + .txt on the FAT partition) and the box must come up in safe mode, its /healthz
 # answering the host 503 with the file:line error; no call is placed.
+# --grow SIZE (default 2G, x86): the copy is made SIZE larger than the image; /var's partition and ext4 must
+# fill it after the boot (read off the disk after power-off).
 # Prints PASS/FAIL lines and the timings. Not part of the pytest suite (minutes). Needs root only with --build.
 # apt-get install qemu-system-x86 ovmf sip-tester mtools e2fsprogs curl python3
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 out=""; arch=x86_64
-image=""; build=0; pj=""; accel=auto; keep=0; bad=0
+image=""; build=0; pj=""; accel=auto; keep=0; bad=0; grow=2G
 while [ $# -gt 0 ]; do
     case "$1" in
         --arch) arch=$2; shift 2 ;;
@@ -31,7 +33,8 @@ while [ $# -gt 0 ]; do
         --accel) accel=$2; shift 2 ;;
         --keep) keep=1; shift ;;
         --bad-settings) bad=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        --grow) grow=$2; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -72,6 +75,12 @@ image=${image:-$out/$default_image}
 
 rm -rf "$work"; mkdir -p "$work"
 cp --sparse=always "$image" "$work/disk.raw"
+# A disk larger than the image, as a real card or SSD is (x86: /var must grow into it; --grow 0 to skip).
+image_var_bytes=""
+if [ "$arch" = x86_64 ] && [ "$grow" != 0 ]; then
+    image_var_bytes=$(sfdisk -J "$work/disk.raw" | python3 -c "import json,sys; print(json.load(sys.stdin)['partitiontable']['partitions'][3]['size']*512)")
+    truncate -s "+$grow" "$work/disk.raw"
+fi
 
 # ------------------------------------------------------------------------------------ first-boot files
 # Offsets from the partition table: 1 = ESP or the Pi's /boot/firmware (FAT); /var (ext4) is 4 on x86 (after
@@ -240,7 +249,20 @@ fi
 trap - EXIT
 
 # The guest's journal, read off its /var partition (persistent journal), for the record and for failures.
+if [ -n "$image_var_bytes" ]; then  # /var grown at boot: partition (systemd-repart) and ext4 (x-systemd.growfs)
+    read -r var_off var_size < <(part 4)
+    grown=$(( (var_size - image_var_bytes) / 1048576 ))
+    if [ "$grown" -gt 0 ]; then pass "/var partition grown by $grown MiB into the larger disk (+$grow)"
+    else fail "/var partition not grown (still $((var_size / 1048576)) MiB on a disk $grow larger)"; fi
+fi
 dd if="$work/disk.raw" of="$work/var.img" bs=1M skip=$((var_off / 1048576)) count=$((var_size / 1048576)) conv=sparse status=none
+if [ -n "$image_var_bytes" ]; then
+    fs_bytes=$(dumpe2fs -h "$work/var.img" 2>/dev/null | python3 -c "import sys; f=dict(l.split(':',1) for l in sys.stdin if ':' in l); print(int(f['Block count']) * int(f['Block size']))")
+    # within 1 MiB: ext4 ends on a whole block group boundary or block; the image's own was exactly 8 GiB
+    if [ "$fs_bytes" -gt "$image_var_bytes" ] && [ $((var_size - fs_bytes)) -lt 1048576 ]; then
+        pass "/var ext4 grown with its partition: $((fs_bytes / 1048576)) MiB (was $((image_var_bytes / 1048576)))"
+    else fail "/var ext4 is $((fs_bytes / 1048576)) MiB in a $((var_size / 1048576)) MiB partition"; fi
+fi
 rm -rf "$work/journal"; mkdir -p "$work/journal"
 debugfs -R "rdump /log/journal $work/journal" "$work/var.img" >/dev/null 2>&1
 journalctl -D "$work/journal/journal" --no-pager -o short-monotonic > "$work/journal.txt" 2>/dev/null
