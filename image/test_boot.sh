@@ -75,17 +75,17 @@ image=${image:-$out/$default_image}
 
 rm -rf "$work"; mkdir -p "$work"
 cp --sparse=always "$image" "$work/disk.raw"
-# A disk larger than the image, as a real card or SSD is (x86: /var must grow into it; --grow 0 to skip).
-image_var_bytes=""
-if [ "$arch" = x86_64 ] && [ "$grow" != 0 ]; then
-    image_var_bytes=$(sfdisk -J "$work/disk.raw" | python3 -c "import json,sys; print(json.load(sys.stdin)['partitiontable']['partitions'][3]['size']*512)")
-    truncate -s "+$grow" "$work/disk.raw"
-fi
 
 # ------------------------------------------------------------------------------------ first-boot files
 # Offsets from the partition table: 1 = ESP or the Pi's /boot/firmware (FAT); /var (ext4) is 4 on x86 (after
 # the root slots a and b) and 3 on the Pi.
 part() { sfdisk -J "$work/disk.raw" | python3 -c "import json,sys; p=json.load(sys.stdin)['partitiontable']['partitions'][$1-1]; print(p['start']*512, p['size']*512)"; }
+# A disk larger than the image, as a real card or SSD is (x86: /var must grow into it; --grow 0 to skip).
+image_var_bytes=""
+if [ "$arch" = x86_64 ] && [ "$grow" != 0 ]; then
+    read -r _ image_var_bytes < <(part 4)
+    truncate -s "+$grow" "$work/disk.raw"
+fi
 read -r esp_off _ < <(part 1)
 read -r var_off var_size < <(part "$([ "$arch" = arm64 ] && echo 3 || echo 4)")
 cat > "$work/registratura.yaml" <<EOF
