@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,42 @@ def best_match(haystack: np.ndarray, needle: np.ndarray) -> tuple[float, float]:
     seg = haystack[lag: lag + m]
     denom = np.linalg.norm(seg) * ref
     return (float(np.dot(seg, needle) / denom) if denom else 0.0), float(lag)
+
+
+def with_one_slip(haystack: np.ndarray, needle: np.ndarray, lag: int,
+                  frames: tuple[int, ...] = (80, 160)) -> tuple[float, int]:
+    """(correlation, offset) of ``needle`` near ``lag`` in ``haystack`` if the heard audio lost or gained one
+    10 or 20 ms frame somewhere inside it (the offset is where the needle's start is, not its longer side).
+
+    A caller's adaptive jitter buffer drops or inserts a frame when the box's packets come late (a loaded CI
+    machine): the prompt is still heard whole, but one straight correlation across the slip falls to ~0.75.
+    Each variant of the needle (a frame cut out, or a frame of silence put in, at every 5 ms) is matched within
+    25 ms of ``lag``; a prompt that was not played scores low on every variant."""
+    start = max(0, lag - 200)
+    seg = haystack[start: lag + len(needle) + max(frames) + 200]
+    best, best_lag = 0.0, lag
+    for f in frames:
+        for at in range(40, len(needle) - 40, 40):
+            for variant in (np.concatenate((needle[:at], needle[at + f:])),
+                            np.concatenate((needle[:at], np.zeros(f), needle[at:]))):
+                if len(variant) <= len(seg):
+                    corr, at_seg = best_match(seg, variant)
+                    if corr > best:
+                        best, best_lag = corr, start + int(at_seg)
+    return best, best_lag
+
+
+def heard_match(haystack: np.ndarray, needle: np.ndarray, first: Callable[..., tuple[float, int]] | None = None,
+                threshold: float = 0.9) -> tuple[float, int]:
+    """(correlation, offset) of ``needle`` in what a caller heard, forgiving one jitter-buffer slip inside it
+    (``with_one_slip``); ``first`` finds the place (default ``best_match``, the best one)."""
+    corr, lag = (first or best_match)(haystack, needle)
+    lag = int(lag)
+    if corr <= threshold:
+        slipped, at = with_one_slip(haystack, needle, lag)
+        if slipped > corr:
+            corr, lag = slipped, at
+    return corr, lag
 
 
 class WebhookServer:

@@ -15,7 +15,7 @@ import pytest
 from appliance.boxproc import REPO
 from appliance.flow import load_prompt_catalog
 from appliance.speech.prompts import PromptLibrary
-from tests.helpers import best_match, calls_in, read_wav, rms, wait_for_call_end, write_tone
+from tests.helpers import best_match, calls_in, heard_match, read_wav, rms, wait_for_call_end, write_tone
 
 pytestmark = pytest.mark.sip
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -59,9 +59,10 @@ def test_pjsua2_caller_hears_greeting_and_digits_arrive(box, phone, loop_thread,
     _, prompt = read_wav(_prompt_file(box, first_play))
     assert rate == 8000
     assert rms(audio[: rate * 3]) > 300, "the caller heard silence"
-    # The greeting's first 0.6 s: the caller's adaptive jitter buffer may drop or add a 10 ms frame in a pause
-    # between words (seen in CI at 1.0 s into the greeting: corr 0.76 over 2 s, 1.000 on each side of the slip).
-    corr, lag = best_match(audio[: rate * 4], prompt[: int(rate * 0.6)])
+    # The greeting's first 0.6 s, forgiving one slip: the caller's adaptive jitter buffer may drop or add a 10 ms
+    # frame in a pause between words (seen in CI at 1.0 s into the greeting: corr 0.76 over 2 s, 1.000 on each
+    # side of the slip).
+    corr, lag = heard_match(audio[: rate * 4], prompt[: int(rate * 0.6)])
     assert corr > 0.9, f"heard audio does not match prompt {first_play} (corr {corr:.2f})"
     assert lag < rate * 0.5, "the greeting started late"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliance.boxproc import REPO
-from tests.helpers import WebhookServer, best_match, calls_in, read_wav, wait_for_call_end
+from tests.helpers import WebhookServer, calls_in, heard_match, read_wav, wait_for_call_end
 
 pytestmark = pytest.mark.sip
 
@@ -48,7 +48,7 @@ def test_blocked_number_hears_notice_and_is_hung_up(make_box, phone, loop_thread
     rate, audio = read_wav(heard)
     _, notice = read_wav(_prompt_file(box, "blocked_notice"))
     # A window from inside the notice: the caller's own recorder may start a few frames after the box speaks.
-    corr, _ = best_match(audio, notice[rate // 2: rate // 2 + int(0.6 * rate)])
+    corr, _ = heard_match(audio, notice[rate // 2: rate // 2 + int(0.6 * rate)])
     assert corr > 0.9
     assert box.scrape()['registratura_screened_calls_total{reason="blocked"}'] == 1.0
 
@@ -172,7 +172,7 @@ def test_withheld_caller_is_refused_under_the_block_policy(make_box, phone, loop
     assert took < 20
     rate, audio = read_wav(heard)
     _, notice = read_wav(_prompt_file(box, "withheld_blocked"))
-    corr, _ = best_match(audio, notice[rate // 2: rate // 2 + int(0.6 * rate)])  # the neutral notice
+    corr, _ = heard_match(audio, notice[rate // 2: rate // 2 + int(0.6 * rate)])  # the neutral notice
     assert corr > 0.9
     metrics = box.scrape()
     assert metrics['registratura_screened_calls_total{reason="withheld"}'] == 1.0

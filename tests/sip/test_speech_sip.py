@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from appliance.speech.engines import packaged_silero
-from tests.helpers import read_wav, wait_for_call_end
+from tests.helpers import heard_match, read_wav, wait_for_call_end
 from tests.sip.test_flows_sip import RATE, _at, _first_match, _kinds, _library, _played, _until
 
 pytestmark = [
@@ -113,7 +113,7 @@ def test_speaking_over_the_main_menu_stops_it_and_the_call_goes_on(make_box, pho
     # The caller's ears: the menu started, played until the caller spoke, then stopped well before its end.
     rate, audio = read_wav(heard)
     assert rate == RATE
-    corr, menu_at = _first_match(audio, menu[: int(1.2 * RATE)])
+    corr, menu_at = heard_match(audio, menu[: int(1.2 * RATE)], first=_first_match)
     assert corr > 0.9, f"main menu not heard (corr {corr:.2f})"
     say_in_menu = marks["say"] - marks["record"] - menu_at / RATE  # when the caller began, menu time
     assert 1.0 < say_in_menu < 4.0, say_in_menu
@@ -162,8 +162,8 @@ def test_speech_during_the_greeting_does_not_cut_it(make_box, phone, loop_thread
     rate, audio = read_wav(heard)
     _, greeting = read_wav(lib.path("ru", "greeting"))
     _, notice = read_wav(lib.path("ru", "recording_notice"))
-    corr, g_at = _first_match(audio, greeting[: int(0.6 * RATE)])
+    corr, g_at = heard_match(audio, greeting[: int(0.6 * RATE)], first=_first_match)
     assert corr > 0.9, corr
-    corr, n_at = _first_match(audio, notice)
+    corr, n_at = heard_match(audio, notice, first=_first_match)
     assert corr > 0.9, f"the recording notice was not heard in full (corr {corr:.2f})"
     assert abs((n_at - g_at) / RATE - greeting_s) < 0.05
