@@ -255,8 +255,8 @@ class CallSession:
         # A speech ask (a home visit's reason) is kept as said; its audio is in the call's recording.
         # At the read-back the answer is a yes or a no, kept as heard unless it holds number words (a caller
         # who dictates the number again).
-        secret = isinstance(node, AskNode) and node.input != "speech" and not (
-            getattr(self.state, "phase", "") == "confirm" and not numbers_ru.parse_digits(heard.text))
+        yes_or_no = self._reading_back(node) and not numbers_ru.parse_digits(heard.text)
+        secret = isinstance(node, AskNode) and node.input != "speech" and not yes_or_no
         what = f"{len(heard.text.split())} words" if secret else f"'{heard.text}'"
         where = ""
         if self.recording_path is not None and self.recording_started is not None:
@@ -265,13 +265,19 @@ class CallSession:
         await self._note("speech", f"{node.id}: heard {what} ({heard.confidence:.2f}, {heard.audio_seconds:.1f} s "
                                    f"of audio, {heard.decode_seconds * 1000:.0f} ms{where})")
         if not heard.empty and not self.ended:
-            spotted = await self._spot(node, heard.text, event)
+            spotted = await self._spot(node, heard.text, event, yes_or_no)
             await self._step(ev.SpeechHeard(self.call_id, heard.text, heard.confidence, spotted))
 
-    async def _spot(self, node: MenuNode | AskNode, text: str, event: ev.Utterance) -> tuple[str, str] | None:
-        """For a menu answer whose words name no option, or a read-back's answer that is neither yes nor no and
-        holds no number: the option ("yes" / "no" at a read-back) the recogniser's scores fit, if one fits clearly
-        (a second pass of the model, so only for these answers; recognisers without scores give None)."""
+    def _reading_back(self, node: MenuNode | AskNode) -> bool:
+        """The caller is being read the digits they gave and asked whether they are right."""
+        return isinstance(node, AskNode) and node.input != "speech" and getattr(self.state, "phase", "") == "confirm"
+
+    async def _spot(self, node: MenuNode | AskNode, text: str, event: ev.Utterance,
+                    yes_or_no: bool) -> tuple[str, str] | None:
+        """For a menu answer whose words name no option, or a read-back's answer (``yes_or_no``: no number words
+        in it) that is neither yes nor no: the option ("yes" / "no" at a read-back) the recogniser's scores fit, if
+        one fits clearly (a second pass of the model, so only for these answers; recognisers without scores give
+        None)."""
         spot = getattr(self.deps.asr, "spot", None)
         if spot is None:
             return None
@@ -279,8 +285,8 @@ class CallSession:
             options = [(o.key, o.keywords) for o in node.options]
             if keywords.choose(text, options) is not None:
                 return None
-        elif getattr(self.state, "phase", "") == "confirm" and node.input != "speech":
-            if keywords.yes_no(text) is not None or numbers_ru.parse_digits(text):
+        elif yes_or_no:
+            if keywords.yes_no(text) is not None:
                 return None
             options = [(key, list(phrases)) for key, phrases in keywords.YES_NO_PHRASES]
         else:
