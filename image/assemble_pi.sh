@@ -9,11 +9,14 @@
 #            registratura.yaml here
 #   2 squashfs (type 83)  TREE without /var and /boot/firmware, read-only (root=PARTUUID=<id>-02 ro)
 #   3 ext4 (type 83, "var")  TREE/var (-d: owners and modes kept): settings, database, recordings, journal
-# TREE/etc/fstab is written here (the disk id is only known now) before the squashfs is made.
+#   /var grows into the rest of the card at boot: registratura-growvar.service (growpart, before /var is mounted)
+#   and x-systemd.growfs (the ext4, after).
+# TREE/etc/fstab and the grow unit are written here (the disk id is only known now) before the squashfs is made.
 set -eu
 boot_mb=256; root_size=2G; var_size=8G
 cmdline="console=tty0 console=ttyS1,115200 systemd.show_status=error"
 print=0; kver="KVER"; disk_id=""
+here=$(cd "$(dirname "$0")" && pwd)
 if [ "${1:-}" = --print-boot-config ]; then
     print=1; shift
 else
@@ -56,9 +59,50 @@ cmdline_txt() {
     printf 'root=PARTUUID=%s-02 rootfstype=squashfs ro rootwait fsck.repair=yes net.ifnames=0 %s\n' "$1" "$cmdline"
 }
 
+# /etc/fstab (in the squashfs root). /var grows at boot: x-systemd.requires runs registratura-growvar.service
+# (the partition) before the mount, x-systemd.growfs the ext4 after it.
+fstab_txt() {
+    cat <<EOF
+# Written by image/assemble_pi.sh. Root: squashfs, read-only (root=PARTUUID=$1-02 in cmdline.txt).
+PARTUUID=$1-03  /var  ext4  defaults,noatime,commit=30,x-systemd.growfs,x-systemd.requires=registratura-growvar.service  0  2
+# The FAT partition read-write, so first boot can rename the technician's files (*.applied / *.rejected).
+# 60 s for its device (x86: 10 s): under qemu TCG emulation (virt) udev needed ~28 s, a slow SD card or USB
+# SSD may too, and first boot (ordered after this mount) must not miss registratura.yaml. nofail: a box whose
+# FAT partition is gone still boots, 60 s later.
+PARTUUID=$1-01  /boot/firmware  vfat  umask=0077,shortname=winnt,flush,nofail,x-systemd.device-timeout=60s  0  2
+# The root is read-only: /tmp is memory (systemd also needs it to set up services' private /dev).
+tmpfs  /tmp  tmpfs  mode=1777,nosuid,nodev,size=256M  0  0
+EOF
+}
+
+# The partition half of growing /var (systemd-repart handles only GPT; the Pi firmware boots from MBR). A
+# failure is logged and ignored ("-"): /var is then mounted at its old size, never left unmounted.
+growvar_unit() {
+    esc="dev-disk-by\\x2dpartuuid-$1\\x2d03"  # systemd-escape of /dev/disk/by-partuuid/<id>-03
+    dev="$esc.device"
+    cat <<EOF
+# Written by image/assemble_pi.sh: grow the /var partition into the rest of the disk before it is checked and
+# mounted (pulled in by x-systemd.requires on /var in /etc/fstab; systemd-growfs grows the ext4 afterwards).
+[Unit]
+Description=Grow the /var partition into the rest of the disk
+DefaultDependencies=no
+Requires=$dev
+After=$dev
+Before=var.mount systemd-fsck@$esc.service shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=-/usr/lib/registratura/grow-var /dev/disk/by-partuuid/$1-03
+EOF
+}
+
 if [ "$print" = 1 ]; then
     echo "== config.txt"; config_txt "$kver"
     echo "== cmdline.txt"; cmdline_txt "${disk_id:-DISKID}"
+    echo "== fstab"; fstab_txt "${disk_id:-DISKID}"
+    echo "== registratura-growvar.service"; growvar_unit "${disk_id:-DISKID}"
     exit 0
 fi
 
@@ -79,17 +123,9 @@ dtbs="$tree/usr/lib/linux-image-$kver/broadcom"
 [ -n "$disk_id" ] || disk_id=$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
 case "$disk_id" in 00000000|"") echo "bad disk id '$disk_id'" >&2; exit 1 ;; esac
 
-cat > "$tree/etc/fstab" <<EOF
-# Written by image/assemble_pi.sh. Root: squashfs, read-only (root=PARTUUID=$disk_id-02 in cmdline.txt).
-PARTUUID=$disk_id-03  /var  ext4  defaults,noatime,commit=30  0  2
-# The FAT partition read-write, so first boot can rename the technician's files (*.applied / *.rejected).
-# 60 s for its device (x86: 10 s): under qemu TCG emulation (virt) udev needed ~28 s, a slow SD card or USB
-# SSD may too, and first boot (ordered after this mount) must not miss registratura.yaml. nofail: a box whose
-# FAT partition is gone still boots, 60 s later.
-PARTUUID=$disk_id-01  /boot/firmware  vfat  umask=0077,shortname=winnt,flush,nofail,x-systemd.device-timeout=60s  0  2
-# The root is read-only: /tmp is memory (systemd also needs it to set up services' private /dev).
-tmpfs  /tmp  tmpfs  mode=1777,nosuid,nodev,size=256M  0  0
-EOF
+fstab_txt "$disk_id" > "$tree/etc/fstab"
+growvar_unit "$disk_id" > "$tree/etc/systemd/system/registratura-growvar.service"
+install -D -m 0755 "$here/arm64/grow-var" "$tree/usr/lib/registratura/grow-var"
 mkdir -p "$tree/boot/firmware"
 
 # 2. root: everything but /var's contents and what raspi-firmware's hooks copied to /boot/firmware (the FAT

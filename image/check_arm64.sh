@@ -63,6 +63,17 @@ if unsquashfs -o "$root_off" -s "$img" > "$work/sq.txt" 2>&1; then
     grep -q "^PARTUUID=$disk_id-03  */var  *ext4" "$work/fstab" && pass "fstab: /var = PARTUUID=$disk_id-03" || fail "fstab: /var"
     grep -q "^PARTUUID=$disk_id-01  */boot/firmware  *vfat" "$work/fstab" && pass "fstab: /boot/firmware = PARTUUID=$disk_id-01" \
         || fail "fstab: /boot/firmware"
+    # /var grows at boot: growpart on its partition first (the unit), then the ext4 (x-systemd.growfs).
+    grep "^PARTUUID=$disk_id-03 " "$work/fstab" | grep -q "x-systemd.growfs,x-systemd.requires=registratura-growvar.service" \
+        && pass "fstab: /var grows at boot (x-systemd.growfs after registratura-growvar.service)" || fail "fstab: /var growth options"
+    unsquashfs -o "$root_off" -cat "$img" etc/systemd/system/registratura-growvar.service > "$work/growvar.service" 2>/dev/null
+    grep -qxF "ExecStart=-/usr/lib/registratura/grow-var /dev/disk/by-partuuid/$disk_id-03" "$work/growvar.service" \
+        && grep -qxF "Before=var.mount systemd-fsck@dev-disk-by\\x2dpartuuid-$disk_id\\x2d03.service shutdown.target" "$work/growvar.service" \
+        && pass "registratura-growvar.service grows this disk's partition 3 before /var is checked and mounted" \
+        || fail "registratura-growvar.service: $(tr '\n' ' ' < "$work/growvar.service")"
+    for f in usr/lib/registratura/grow-var usr/bin/growpart; do
+        unsquashfs -o "$root_off" -lls "$img" "$f" 2>/dev/null | grep -q -- "-rwxr-xr-x .*$f$" && pass "root: /$f" || fail "root: no /$f"
+    done
     unsquashfs -o "$root_off" -cat "$img" opt/registratura/BUILD-INFO > "$work/BUILD-INFO" 2>/dev/null \
         && pass "BUILD-INFO: $(grep -E '^pjsua2' "$work/BUILD-INFO" | tr '\n' ' ')" || fail "no /opt/registratura/BUILD-INFO"
     unsquashfs -o "$root_off" -lls "$img" opt/registratura/venv/bin/registratura > "$work/ls.txt" 2>&1 \

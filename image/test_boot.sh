@@ -14,8 +14,8 @@
 # --bad-settings: the technician's file has an error (sip.max_calls: lots): first boot must reject it (console,
 # registratura.yaml.rejected + .txt on the FAT partition) and the box must come up in safe mode, its /healthz
 # answering the host 503 with the file:line error; no call is placed.
-# --grow SIZE (default 2G, x86): the copy is made SIZE larger than the image; /var's partition and ext4 must
-# fill it after the boot (read off the disk after power-off).
+# --grow SIZE (default 2G): the copy is made SIZE larger than the image; /var's partition and ext4 must fill it
+# after the boot (read off the disk after power-off): systemd-repart on x86 (GPT), growpart on the Pi (MBR).
 # Prints PASS/FAIL lines and the timings. Not part of the pytest suite (minutes). Needs root only with --build.
 # apt-get install qemu-system-x86 ovmf sip-tester mtools e2fsprogs curl python3
 set -u
@@ -80,14 +80,15 @@ cp --sparse=always "$image" "$work/disk.raw"
 # Offsets from the partition table: 1 = ESP or the Pi's /boot/firmware (FAT); /var (ext4) is 4 on x86 (after
 # the root slots a and b) and 3 on the Pi.
 part() { sfdisk -J "$work/disk.raw" | python3 -c "import json,sys; p=json.load(sys.stdin)['partitiontable']['partitions'][$1-1]; print(p['start']*512, p['size']*512)"; }
-# A disk larger than the image, as a real card or SSD is (x86: /var must grow into it; --grow 0 to skip).
+var_part=$([ "$arch" = arm64 ] && echo 3 || echo 4)
+# A disk larger than the image, as a real card or SSD is: /var must grow into it (--grow 0 to skip).
 image_var_bytes=""
-if [ "$arch" = x86_64 ] && [ "$grow" != 0 ]; then
-    read -r _ image_var_bytes < <(part 4)
+if [ "$grow" != 0 ]; then
+    read -r _ image_var_bytes < <(part "$var_part")
     truncate -s "+$grow" "$work/disk.raw"
 fi
 read -r esp_off _ < <(part 1)
-read -r var_off var_size < <(part "$([ "$arch" = arm64 ] && echo 3 || echo 4)")
+read -r var_off var_size < <(part "$var_part")
 cat > "$work/registratura.yaml" <<EOF
 # Test settings for image/test_boot.sh: the qemu host (10.0.2.2 in user-mode networking) is the gateway.
 firstboot:
@@ -249,8 +250,8 @@ fi
 trap - EXIT
 
 # The guest's journal, read off its /var partition (persistent journal), for the record and for failures.
-if [ -n "$image_var_bytes" ]; then  # /var grown at boot: partition (systemd-repart) and ext4 (x-systemd.growfs)
-    read -r var_off var_size < <(part 4)
+if [ -n "$image_var_bytes" ]; then  # /var grown at boot: partition (repart / growpart) and ext4 (x-systemd.growfs)
+    read -r var_off var_size < <(part "$var_part")
     grown=$(( (var_size - image_var_bytes) / 1048576 ))
     if [ "$grown" -gt 0 ]; then pass "/var partition grown by $grown MiB into the larger disk (+$grow)"
     else fail "/var partition not grown (still $((var_size / 1048576)) MiB on a disk $grow larger)"; fi
@@ -275,6 +276,7 @@ jcheck() { if grep -Eq "$2" "$work/journal.txt"; then pass "guest: $1"; else fai
 jcheck "/var partition mounted (ext4)" "Mounted var.mount"
 if [ "$arch" = arm64 ]; then
     jcheck "FAT boot partition mounted at /boot/firmware" "Mounted boot-firmware.mount"
+    [ -n "$image_var_bytes" ] && jcheck "/var partition grown by growpart before the mount" "/var partition grown: CHANGED: partition=3"
 else
     jcheck "ESP mounted at /efi" "Mounted efi.mount"
 fi

@@ -21,7 +21,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def boot_files(text: str) -> tuple[str, str]:
     config = text.split("== config.txt\n", 1)[1].split("== cmdline.txt\n", 1)[0]
-    cmdline = text.split("== cmdline.txt\n", 1)[1]
+    cmdline = text.split("== cmdline.txt\n", 1)[1].split("== ", 1)[0]
     return config, cmdline
 
 
@@ -48,6 +48,33 @@ def test_cmdline_txt_is_one_line_with_a_read_only_squashfs_root_by_partuuid() ->
     assert "root=PARTUUID=1a2b3c4d-02" in words  # MBR: <disk id>-<partition number>
     assert {"ro", "rootfstype=squashfs", "rootwait", "console=ttyS1,115200"} <= set(words)
     assert "rw" not in words
+
+
+def _printed(section: str) -> str:
+    res = run(str(IMAGE / "assemble_pi.sh"), "--print-boot-config", "--disk-id", "1a2b3c4d")
+    assert res.returncode == 0, res.stderr
+    return res.stdout.split(f"== {section}\n", 1)[1].split("\n== ", 1)[0]
+
+
+def test_var_grows_into_the_card_at_boot_partition_first_then_the_ext4() -> None:
+    fstab = [ln.split() for ln in _printed("fstab").splitlines() if ln and not ln.startswith("#")]
+    [var] = [f for f in fstab if f[1] == "/var"]
+    assert var[0] == "PARTUUID=1a2b3c4d-03"
+    options = var[3].split(",")
+    assert "x-systemd.growfs" in options  # the ext4, once mounted
+    assert "x-systemd.requires=registratura-growvar.service" in options  # the partition, before the mount
+
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(_printed("registratura-growvar.service"))
+    device = r"dev-disk-by\x2dpartuuid-1a2b3c4d\x2d03"  # systemd-escape -p /dev/disk/by-partuuid/1a2b3c4d-03
+    assert unit["Unit"]["DefaultDependencies"] == "no"  # runs in early boot, before local-fs
+    assert unit["Unit"]["Requires"] == unit["Unit"]["After"] == f"{device}.device"
+    assert {"var.mount", f"systemd-fsck@{device}.service"} <= set(unit["Unit"]["Before"].split())
+    # "-": a card that cannot be grown still gets its /var mounted at the image's size
+    assert unit["Service"]["ExecStart"] == "-/usr/lib/registratura/grow-var /dev/disk/by-partuuid/1a2b3c4d-03"
+    assert (IMAGE / "arm64" / "grow-var").stat().st_mode & 0o111
+    assert "growpart" in (IMAGE / "arm64" / "grow-var").read_text()
 
 
 def test_dry_run_prints_the_plan_and_says_pjsua2_is_not_installed(tmp_path: Path) -> None:
@@ -93,7 +120,7 @@ def test_mkosi_drop_in_swaps_the_kernel_and_boot_loader_for_the_pi() -> None:
     assert "non-free-firmware" in arm["Distribution"]["Repositories"]  # raspi-firmware lives there
     for removed in ("linux-image-amd64", "systemd-boot-efi"):
         assert removed in base_pkgs and f"!{removed}" in arm_pkgs
-    assert {"linux-image-arm64", "raspi-firmware"} <= set(arm_pkgs)
+    assert {"linux-image-arm64", "raspi-firmware", "cloud-guest-utils"} <= set(arm_pkgs)  # growpart for /var
 
 
 def test_both_builds_share_the_staging() -> None:
