@@ -88,7 +88,7 @@ def test_music_announcement_and_receptionist_bridge(make_box, phone, loop_thread
     rate, b_audio = read_wav(heard_b)
     _, moh = read_wav(REPO / "voices" / "moh" / "calm.wav")
     # The music starts once the greeting and "you are second" are over: look for its first seconds.
-    corr, _ = best_match(b_audio, moh[rate // 2: 5 * rate // 2])
+    corr, _ = heard_match(b_audio, moh[rate // 2: 5 * rate // 2])  # one jitter-buffer slip forgiven
     assert corr > 0.9, f"caller B did not hear the music on hold (corr {corr:.2f})"
     assert rms(b_audio[: 8 * rate]) > 300  # never dead air
     b_record = calls[0]

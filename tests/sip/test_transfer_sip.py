@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from appliance.boxproc import REPO
-from tests.helpers import best_match, read_wav, rms, wait_for_call_end, write_tone
+from tests.helpers import heard_match, read_wav, rms, wait_for_call_end, write_tone
 
 pytestmark = pytest.mark.sip
 
@@ -72,7 +72,7 @@ def test_transfer_rings_the_department_with_music_and_bridges(make_box, phone, l
 
     rate, caller_audio = read_wav(heard)
     _, moh = read_wav(REPO / "voices" / "moh" / "calm.wav")
-    corr, _ = best_match(caller_audio, moh[rate: 2 * rate])
+    corr, _ = heard_match(caller_audio, moh[rate: 2 * rate])  # one jitter-buffer slip forgiven
     assert corr > 0.9, f"the caller heard no music while the department rang (corr {corr:.2f})"
     _, desk_audio = read_wav(desk_heard)
     assert rms(desk_audio) > 500, "the department did not hear the caller"
