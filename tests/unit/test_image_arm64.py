@@ -128,3 +128,53 @@ def test_both_builds_share_the_staging() -> None:
         text = (IMAGE / script).read_text()
         assert re.search(r'^\. "\$here/common.sh"$', text, re.M), script
         assert 'stage_mkosi "$repo" "$stage"' in text, script
+
+
+def _grow_var(tmp_path: Path, growpart_out: str, growpart_rc: int, partition: bool = True):
+    """Run image/arm64/grow-var on a made-up disk: sysfs says vda3 is partition 3 of vda; growpart is a stand-in
+    that records its arguments and answers as the real one does (cloud-guest-utils: 0 CHANGED, 1 NOCHANGE)."""
+    block = tmp_path / "sys" / "devices" / "virtio0" / "block" / "vda"
+    (block / "vda3").mkdir(parents=True)
+    if partition:
+        (block / "vda3" / "partition").write_text("3\n")
+    (tmp_path / "sys" / "class" / "block").mkdir(parents=True)
+    (tmp_path / "sys" / "class" / "block" / "vda3").symlink_to(block / "vda3")
+    (tmp_path / "dev" / "disk" / "by-partuuid").mkdir(parents=True)
+    (tmp_path / "dev" / "vda3").write_text("")
+    link = tmp_path / "dev" / "disk" / "by-partuuid" / "1a2b3c4d-03"
+    link.symlink_to(tmp_path / "dev" / "vda3")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in = f'#!/bin/sh\necho "$@" > {tmp_path}/args\necho "{growpart_out}"\nexit {growpart_rc}\n'
+    (bin_dir / "growpart").write_text(stand_in)
+    (bin_dir / "growpart").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "REGISTRATURA_SYSFS": str(tmp_path / "sys")}
+    res = subprocess.run(["sh", str(IMAGE / "arm64" / "grow-var"), str(link)], capture_output=True, text=True,
+                         timeout=30, env=env, check=False)
+    args = (tmp_path / "args").read_text().split() if (tmp_path / "args").exists() else None
+    return res, args
+
+
+def test_grow_var_grows_partition_3_of_the_disk_it_is_on(tmp_path: Path) -> None:
+    res, args = _grow_var(tmp_path, "CHANGED: partition=3 start=4720640 old: size=16777216 new: size=20971487", 0)
+    assert res.returncode == 0, res.stderr
+    assert args == ["/dev/vda", "3"]
+    assert res.stdout.startswith("/var partition grown: CHANGED: partition=3")
+
+
+def test_grow_var_is_quiet_success_once_the_partition_fills_the_disk(tmp_path: Path) -> None:
+    res, _ = _grow_var(tmp_path, "NOCHANGE: partition 3 is size 20971487. it cannot be grown", 1)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "/var partition already fills /dev/vda"
+
+
+def test_grow_var_reports_a_real_failure(tmp_path: Path) -> None:
+    res, _ = _grow_var(tmp_path, "FAILED: failed to resize", 2)
+    assert res.returncode == 1
+    assert "/var partition not grown: FAILED: failed to resize" in res.stderr
+
+
+def test_grow_var_refuses_a_device_that_is_not_a_partition(tmp_path: Path) -> None:
+    res, args = _grow_var(tmp_path, "", 0, partition=False)
+    assert res.returncode == 1 and "is not a partition" in res.stderr
+    assert args is None  # growpart never ran
