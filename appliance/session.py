@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -282,13 +282,13 @@ class CallSession:
         if spot is None:
             return None
         if isinstance(node, MenuNode):
-            options = [(o.key, o.keywords) for o in node.options]
+            options: Sequence[tuple[str, Sequence[str]]] = [(o.key, o.keywords) for o in node.options]
             if keywords.choose(text, options) is not None:
                 return None
         elif yes_or_no:
             if keywords.yes_no(text) is not None:
                 return None
-            options = [(key, list(phrases)) for key, phrases in keywords.YES_NO_PHRASES]
+            options = keywords.YES_NO_PHRASES
         else:
             return None
         loop = asyncio.get_running_loop()

@@ -172,7 +172,7 @@ def test_read_back_answers_are_taken_as_yes_or_no_and_a_no_never_as_a_yes(asr):
         heard = asr.transcribe(pcm, 8000).text
         answer = yes_no(heard)
         if answer is None:
-            spotted = asr.spot(pcm, 8000, [(k, list(p)) for k, p in YES_NO_PHRASES])
+            spotted = asr.spot(pcm, 8000, YES_NO_PHRASES)
             answer = None if spotted is None else spotted.key == "yes"
         got.append((text, voice, wpm, heard, answer, want))
     assert not [g for g in got if g[4] is True and not g[5]], got  # a no is never taken as a yes
